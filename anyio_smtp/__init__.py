@@ -1,0 +1,76 @@
+"""anyio_smtp: an async SMTP client for asyncio and trio, built on anyio.
+
+>>> import anyio_smtp
+>>> async def main() -> None:
+...     async with anyio_smtp.connect_starttls("smtp.example.com", 587) as smtp:
+...         await smtp.login("user@example.com", "secret")
+...         message = b"Subject: hi\\r\\n\\r\\nhello\\r\\n"
+...         await smtp.send_mail("user@example.com", ["friend@example.org"], message)
+"""
+
+from ._client import DEFAULT_TIMEOUT, QUIT_TIMEOUT, SendResult, SMTPClient
+from ._connect import SessionOpener, connect, connect_starttls, connect_stream
+from ._errors import (
+    AuthenticationError,
+    ConnectError,
+    DataRefusedError,
+    ExtensionNotSupportedError,
+    InsecureAuthError,
+    InvalidArgumentError,
+    LocalProtocolError,
+    MessageTooLargeError,
+    ProtocolError,
+    RecipientsRefusedError,
+    RemoteProtocolError,
+    ReplyError,
+    SenderRefusedError,
+    ServerDisconnectedError,
+    ServiceUnavailableError,
+    SessionClosedError,
+    SMTPError,
+    SMTPTimeoutError,
+    StartTLSInjectionError,
+    TLSCertificateError,
+    TLSError,
+)
+from ._protocol.capabilities import Capabilities
+from ._protocol.replies import Reply
+from ._protocol.state import SessionState
+
+__version__ = "0.1.0.dev0"
+
+__all__ = (
+    "DEFAULT_TIMEOUT",
+    "QUIT_TIMEOUT",
+    "AuthenticationError",
+    "Capabilities",
+    "ConnectError",
+    "DataRefusedError",
+    "ExtensionNotSupportedError",
+    "InsecureAuthError",
+    "InvalidArgumentError",
+    "LocalProtocolError",
+    "MessageTooLargeError",
+    "ProtocolError",
+    "RecipientsRefusedError",
+    "RemoteProtocolError",
+    "Reply",
+    "ReplyError",
+    "SMTPClient",
+    "SMTPError",
+    "SMTPTimeoutError",
+    "SendResult",
+    "SenderRefusedError",
+    "ServerDisconnectedError",
+    "ServiceUnavailableError",
+    "SessionClosedError",
+    "SessionOpener",
+    "SessionState",
+    "StartTLSInjectionError",
+    "TLSCertificateError",
+    "TLSError",
+    "__version__",
+    "connect",
+    "connect_starttls",
+    "connect_stream",
+)

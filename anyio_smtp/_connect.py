@@ -1,0 +1,232 @@
+"""Opening sessions: plain, implicit TLS, STARTTLS, or over a stream you already have.
+
+Each function returns an object that is both awaitable and an async context
+manager, so ``smtp = await connect(...)`` and ``async with connect(...) as
+smtp:`` both work.  Arguments are checked when the function is called, before
+any connection is made.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Awaitable, Callable, Generator
+from types import TracebackType
+
+from anyio.abc import ByteStream
+
+from ._client import DEFAULT_TIMEOUT, SMTPClient
+from ._errors import InvalidArgumentError
+from ._protocol.commands import check_domain
+from ._transport import Transport, open_transport
+
+__all__ = ("SessionOpener", "connect", "connect_starttls", "connect_stream")
+
+
+class SessionOpener:
+    """An SMTP session about to open: ``await`` it, or use it with ``async with``."""
+
+    __slots__ = ("_client", "_open")
+
+    def __init__(self, open_: Callable[[], Awaitable[SMTPClient]]) -> None:
+        self._open = open_
+        self._client: SMTPClient | None = None
+
+    def __await__(self) -> Generator[object, None, SMTPClient]:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> SMTPClient:
+        self._client = await self._open()
+        return self._client
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        assert self._client is not None
+        await self._client.__aexit__(exc_type, exc, traceback)
+
+
+def _check_options(
+    *,
+    timeout: float | None,
+    ssl_context: ssl.SSLContext | None,
+    ehlo_domain: str | None,
+    tls_hostname: str | None,
+) -> None:
+    if timeout is not None and (isinstance(timeout, bool) or not timeout > 0):
+        raise InvalidArgumentError("timeout must be a positive number of seconds or None")
+    if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
+        raise InvalidArgumentError("ssl_context must be an ssl.SSLContext")
+    if ehlo_domain is not None:
+        check_domain(ehlo_domain)
+    if tls_hostname is not None and (not isinstance(tls_hostname, str) or not tls_hostname):
+        raise InvalidArgumentError("tls_hostname must be a non-empty str")
+
+
+def _check_endpoint(host: str, port: int) -> None:
+    if not isinstance(host, str) or not host:
+        raise InvalidArgumentError("host must be a non-empty str")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise InvalidArgumentError("port must be an int from 1 to 65535")
+
+
+async def _start(
+    client: SMTPClient,
+    *,
+    implicit_tls: bool = False,
+    starttls: bool = False,
+    ssl_context: ssl.SSLContext | None = None,
+    tls_hostname: str | None = None,
+) -> SMTPClient:
+    try:
+        if implicit_tls:
+            await client._start_implicit_tls(ssl_context, tls_hostname)
+        await client._open()
+        if starttls:
+            await client.starttls(ssl_context=ssl_context, tls_hostname=tls_hostname)
+    except BaseException as exc:
+        await client._abort(exc)
+        raise
+    return client
+
+
+def connect(
+    host: str,
+    port: int = 25,
+    *,
+    tls: bool = False,
+    ssl_context: ssl.SSLContext | None = None,
+    tls_hostname: str | None = None,
+    ehlo_domain: str | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT,
+    allow_insecure_auth: bool = False,
+    local_host: str | None = None,
+) -> SessionOpener:
+    """Open an SMTP session over TCP: plaintext, or implicit TLS with ``tls=True``.
+
+    The returned session has read the greeting and said EHLO.  On a plaintext
+    session ``starttls()`` may be called next.
+
+    :param host: the server's host name or IP address
+    :param port: 25 (relay), 587 (submission; prefer ``connect_starttls``) or
+        465 (implicit TLS)
+    :param tls: do the TLS handshake right after connecting (RFC 8314, port 465)
+    :param ssl_context: TLS settings (default: ``ssl.create_default_context()``,
+        which verifies the certificate and the host name)
+    :param tls_hostname: the name the certificate must carry (default: ``host``)
+    :param ehlo_domain: the name to give in EHLO (default: this host's fully
+        qualified name when it has one, else its address literal; no DNS lookup)
+    :param timeout: seconds allowed for connecting and for each wait on the
+        server (default :data:`DEFAULT_TIMEOUT`); None waits for ever
+    :param allow_insecure_auth: permit ``login()`` without TLS
+    :param local_host: the local address to connect from
+    :raises ConnectError: the TCP connection failed
+    :raises TLSError: the TLS handshake failed (``TLSCertificateError``: verification)
+    :raises ReplyError: the server refused the session or EHLO
+    :raises SMTPTimeoutError: the server did not answer in time
+    :raises InvalidArgumentError: an argument is invalid (raised at call time)
+    """
+    _check_endpoint(host, port)
+    _check_options(
+        timeout=timeout, ssl_context=ssl_context, ehlo_domain=ehlo_domain, tls_hostname=tls_hostname
+    )
+
+    async def open_() -> SMTPClient:
+        transport = await open_transport(host, port, timeout=timeout, local_host=local_host)
+        client = SMTPClient(
+            transport,
+            tls_hostname=tls_hostname or host,
+            ehlo_domain=ehlo_domain,
+            allow_insecure_auth=allow_insecure_auth,
+        )
+        return await _start(
+            client, implicit_tls=tls, ssl_context=ssl_context, tls_hostname=tls_hostname or host
+        )
+
+    return SessionOpener(open_)
+
+
+def connect_starttls(
+    host: str,
+    port: int = 587,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    tls_hostname: str | None = None,
+    ehlo_domain: str | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT,
+    allow_insecure_auth: bool = False,
+    local_host: str | None = None,
+) -> SessionOpener:
+    """Open an SMTP session and require STARTTLS before anything else (RFC 3207).
+
+    Connects, reads the greeting, says EHLO, sends STARTTLS, completes the TLS
+    handshake on the same connection, forgets what the server advertised and
+    says EHLO again.  If STARTTLS is not advertised, is answered with anything
+    but 220, or the handshake fails, the session is closed and nothing else is
+    sent: there is no fallback to plaintext.
+
+    :param allow_insecure_auth: accepted for symmetry with :func:`connect`
+        (the session is always encrypted here)
+    :raises ExtensionNotSupportedError: the server does not offer STARTTLS
+    :raises StartTLSInjectionError: bytes followed the server's 220
+    :raises: the errors of :func:`connect`
+
+    The other parameters are those of :func:`connect`.
+    """
+    _check_endpoint(host, port)
+    _check_options(
+        timeout=timeout, ssl_context=ssl_context, ehlo_domain=ehlo_domain, tls_hostname=tls_hostname
+    )
+
+    async def open_() -> SMTPClient:
+        transport = await open_transport(host, port, timeout=timeout, local_host=local_host)
+        client = SMTPClient(
+            transport,
+            tls_hostname=tls_hostname or host,
+            ehlo_domain=ehlo_domain,
+            allow_insecure_auth=allow_insecure_auth,
+        )
+        return await _start(
+            client, starttls=True, ssl_context=ssl_context, tls_hostname=tls_hostname or host
+        )
+
+    return SessionOpener(open_)
+
+
+def connect_stream(
+    stream: ByteStream,
+    *,
+    tls_hostname: str | None = None,
+    ehlo_domain: str | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT,
+    allow_insecure_auth: bool = False,
+) -> SessionOpener:
+    """Run an SMTP session over a byte stream you opened yourself.
+
+    Any anyio :class:`~anyio.abc.ByteStream` works: a Unix socket, a tunnel
+    through a proxy, an in-memory stream in tests, or a stream already wrapped
+    in TLS (then the session knows it is encrypted).  The client owns the
+    stream from now on and closes it.  ``starttls()`` upgrades a plaintext
+    stream in place with ``anyio.streams.tls.TLSStream.wrap``.
+
+    :param stream: the open stream; the server's greeting is read from it first
+    :param tls_hostname: the name to verify in ``starttls()`` (it can also be
+        passed there)
+    :raises: the errors of :func:`connect` other than ``ConnectError``
+    """
+    _check_options(
+        timeout=timeout, ssl_context=None, ehlo_domain=ehlo_domain, tls_hostname=tls_hostname
+    )
+
+    async def open_() -> SMTPClient:
+        client = SMTPClient(
+            Transport(stream, timeout=timeout),
+            tls_hostname=tls_hostname,
+            ehlo_domain=ehlo_domain,
+            allow_insecure_auth=allow_insecure_auth,
+        )
+        return await _start(client)
+
+    return SessionOpener(open_)

@@ -1,0 +1,90 @@
+"""From an ``email.message.Message`` to an SMTP envelope and the bytes to send.
+
+The rules follow RFC 5322 §3.6.6 and ``smtplib.SMTP.send_message``: when the
+message carries exactly one Resent- block, the envelope comes from the
+Resent-Sender/Resent-From and Resent-To/Cc/Bcc fields; otherwise from
+Sender/From and To/Cc/Bcc.  Bcc and Resent-Bcc are removed from the copy that
+is sent, so blind recipients stay blind.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+from dataclasses import dataclass
+from email.generator import BytesGenerator
+from email.message import Message
+from email.policy import EmailPolicy
+from email.utils import getaddresses
+
+from ._errors import InvalidArgumentError
+
+__all__ = ("PreparedMessage", "prepare_message")
+
+_ADDRESS_FIELDS = ("From", "Sender", "Reply-To", "To", "Cc", "Bcc")
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedMessage:
+    sender: str
+    recipients: tuple[str, ...]
+    data: bytes
+    #: The message needs SMTPUTF8 (non-ASCII addresses, UTF-8 header fields).
+    smtputf8: bool
+
+
+def _addresses(message: Message, *fields: str) -> list[str]:
+    values: list[str] = []
+    for field in fields:
+        values.extend(str(value) for value in message.get_all(field, []))
+    return [address for _name, address in getaddresses(values) if address]
+
+
+def prepare_message(
+    message: Message,
+    *,
+    sender: str | None = None,
+    recipients: list[str] | None = None,
+) -> PreparedMessage:
+    """Work out the envelope of ``message`` and serialise it with CRLF line endings.
+
+    :param sender: overrides the sender taken from the header fields
+    :param recipients: override the recipients taken from the header fields
+    :raises InvalidArgumentError: more than one Resent- block, or no sender or
+        recipient could be found
+    """
+    resent_dates = message.get_all("Resent-Date", [])
+    if len(resent_dates) > 1:
+        raise InvalidArgumentError(
+            "the message has more than one Resent- block; pass sender= and recipients="
+        )
+    prefix = "Resent-" if resent_dates else ""
+    if sender is None:
+        senders = _addresses(message, prefix + "Sender") or _addresses(message, prefix + "From")
+        if not senders:
+            raise InvalidArgumentError(
+                f"the message has no {prefix}Sender or {prefix}From address; pass sender="
+            )
+        sender = senders[0]
+    if recipients is None:
+        recipients = _addresses(message, prefix + "To", prefix + "Bcc", prefix + "Cc")
+        if not recipients:
+            raise InvalidArgumentError(
+                f"the message has no {prefix}To, {prefix}Cc or {prefix}Bcc address; "
+                "pass recipients="
+            )
+    stripped = copy.copy(message)
+    del stripped["Bcc"]
+    del stripped["Resent-Bcc"]
+
+    header_addresses = _addresses(
+        stripped, *_ADDRESS_FIELDS, *(f"Resent-{field}" for field in _ADDRESS_FIELDS)
+    )
+    smtputf8 = not all(address.isascii() for address in (sender, *recipients, *header_addresses))
+    policy = message.policy.clone(linesep="\r\n")
+    if smtputf8 and isinstance(policy, EmailPolicy):
+        # RFC 6532: with SMTPUTF8 the header fields carry UTF-8 as it is.
+        policy = policy.clone(utf8=True)
+    buffer = io.BytesIO()
+    BytesGenerator(buffer, mangle_from_=False, policy=policy).flatten(stripped, linesep="\r\n")
+    return PreparedMessage(sender, tuple(recipients), buffer.getvalue(), smtputf8)

@@ -1,0 +1,105 @@
+"""Message data for DATA: line-ending normalisation, dot-stuffing, the terminator.
+
+How this works: every line ending in the input (CRLF, a bare LF or a bare CR)
+becomes CRLF, so the only way to end the data is the terminator this module
+adds.  Lenient servers treat ``\\n.\\n`` or ``\\r.\\r`` as the end of data; a
+client that passed such bytes through would let a message carry a second,
+smuggled message (CVE-2023-51764 class).  Then every line that starts with
+``.`` gets one more (RFC 5321 §4.5.2: "Before sending a line of mail text, the
+SMTP client checks the first character of the line.  If it is a period, one
+additional period is inserted at the beginning of the line.").
+
+The streaming encoder keeps two bits of state between chunks: a CR at the very
+end of a chunk is held back (its LF may start the next chunk), and whether the
+output so far ends at the start of a line.  All work is done by ``re`` and
+``bytes`` methods in C: no Python loop runs per byte.  Feeding a body in any
+chunking gives the same bytes as encoding it whole.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ("BodyEncoder", "EncodedBody", "encode_body")
+
+_LINE_ENDING = re.compile(rb"\r\n|\r|\n")
+#: What ends the message data (RFC 5321 §4.1.1.4).
+TERMINATOR = b".\r\n"
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedBody:
+    """A whole message ready for DATA.
+
+    :ivar data: the bytes to send after 354, terminator included
+    :ivar size: the message size as RFC 1870 §3 counts it (CRLF line endings,
+        without the dot-stuffing and the terminator), for ``SIZE=``
+    :ivar eight_bit: True if any octet is above 127 (needs ``BODY=8BITMIME``)
+    """
+
+    data: bytes
+    size: int
+    eight_bit: bool
+
+
+class BodyEncoder:
+    """Encodes message data chunk by chunk; the output equals ``encode_body``'s."""
+
+    __slots__ = ("_at_line_start", "_pending_cr", "eight_bit", "size")
+
+    def __init__(self) -> None:
+        self._pending_cr = False
+        self._at_line_start = True
+        #: Octets of normalised message data produced so far (RFC 1870 size).
+        self.size = 0
+        #: Whether any octet above 127 has been seen.
+        self.eight_bit = False
+
+    def encode(self, chunk: bytes | bytearray | memoryview) -> bytes:
+        """Encode the next piece of the message; return the bytes to send."""
+        data = bytes(chunk)
+        if not data:
+            return b""
+        if self._pending_cr:
+            data = b"\r" + data
+            self._pending_cr = False
+        if data.endswith(b"\r"):
+            data = data[:-1]
+            self._pending_cr = True
+            if not data:
+                return b""
+        if not self.eight_bit and not data.isascii():
+            self.eight_bit = True
+        # Normalise only when needed: most input already uses CRLF throughout.
+        if data.count(b"\r") != data.count(b"\n") or data.count(b"\r\n") != data.count(b"\n"):
+            data = _LINE_ENDING.sub(b"\r\n", data)
+        self.size += len(data)
+        stuffed = data.replace(b"\r\n.", b"\r\n..")
+        if self._at_line_start and stuffed.startswith(b"."):
+            stuffed = b"." + stuffed
+        self._at_line_start = stuffed.endswith(b"\r\n")
+        return stuffed
+
+    def finish(self) -> bytes:
+        """Return what is left: a final line ending if needed, then ``.<CRLF>``."""
+        tail = b""
+        if self._pending_cr:
+            self._pending_cr = False
+            tail = b"\r\n"
+        elif not self._at_line_start:
+            tail = b"\r\n"
+        self.size += len(tail)
+        self._at_line_start = True
+        return tail + TERMINATOR
+
+
+def encode_body(data: bytes | bytearray | memoryview) -> EncodedBody:
+    """Encode a whole message for DATA.
+
+    >>> encode_body(b"Subject: x\\n\\n.hidden\\n.\\n").data
+    b'Subject: x\\r\\n\\r\\n..hidden\\r\\n..\\r\\n.\\r\\n'
+    """
+    encoder = BodyEncoder()
+    encoded = encoder.encode(data) + encoder.finish()
+    return EncodedBody(encoded, encoder.size, encoder.eight_bit)

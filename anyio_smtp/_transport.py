@@ -1,0 +1,180 @@
+"""The I/O boundary: an anyio ByteStream with timeouts, TLS, and error translation.
+
+This is the only module that catches anyio, ssl and OS exceptions.  Each one
+becomes an anyio_smtp error, chained with ``from`` so the cause stays visible.
+Cancellation is never caught here.
+
+Timeouts bound inactivity, not whole transfers: each connect, each TLS
+handshake, each wait for received bytes and each write of at most
+``WRITE_CHUNK`` bytes gets its own deadline, so a large message that keeps
+flowing never times out while a stalled peer always does.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import anyio
+from anyio.abc import ByteStream, SocketAttribute
+from anyio.streams.tls import TLSAttribute, TLSStream
+
+from ._errors import (
+    ConnectError,
+    ServerDisconnectedError,
+    SMTPError,
+    SMTPTimeoutError,
+    TLSCertificateError,
+    TLSError,
+)
+
+__all__ = ("READ_SIZE", "WRITE_CHUNK", "Transport", "default_ssl_context", "open_transport")
+
+#: Most bytes asked for in one receive.
+READ_SIZE = 65536
+#: Most bytes handed to the stream in one send (one inactivity deadline each).
+WRITE_CHUNK = 65536
+
+_default_context: ssl.SSLContext | None = None
+
+
+def default_ssl_context() -> ssl.SSLContext:
+    """The context used when none is given: system CAs, certificate and host name checks."""
+    global _default_context
+    if _default_context is None:
+        _default_context = ssl.create_default_context()
+    return _default_context
+
+
+def _seconds(timeout: float | None) -> str:
+    return f"{timeout:g} s" if timeout is not None else "ever"
+
+
+@contextmanager
+def _translated(action: str, timeout: float | None, *, handshake: bool = False) -> Iterator[None]:
+    """Run a block under ``timeout`` and turn foreign exceptions into ours.
+
+    :param action: what the block does, for messages ("waiting for the reply to DATA")
+    :param handshake: failures are TLS handshake failures
+    """
+    try:
+        with anyio.fail_after(timeout):
+            yield
+    except SMTPError:
+        raise
+    except TimeoutError as exc:
+        raise SMTPTimeoutError(f"timed out after {_seconds(timeout)} {action}") from exc
+    except ssl.SSLCertVerificationError as exc:
+        detail = exc.verify_message or exc.reason or str(exc)
+        raise TLSCertificateError(f"the server's certificate was refused: {detail}") from exc
+    except ssl.SSLError as exc:
+        raise TLSError(f"TLS failed {action}: {exc.reason or exc}") from exc
+    except (
+        anyio.EndOfStream,
+        anyio.BrokenResourceError,
+        anyio.ClosedResourceError,
+        OSError,
+    ) as exc:
+        if handshake:
+            raise TLSError(f"the connection was lost {action}") from exc
+        raise ServerDisconnectedError(f"the connection was lost {action}") from exc
+
+
+class Transport:
+    """A byte stream to an SMTP server, owned by one client."""
+
+    __slots__ = ("_stream", "timeout")
+
+    def __init__(self, stream: ByteStream, *, timeout: float | None) -> None:
+        self._stream = stream
+        #: Seconds of inactivity allowed per operation (None: no limit).
+        self.timeout = timeout
+
+    @property
+    def stream(self) -> ByteStream:
+        return self._stream
+
+    @property
+    def tls(self) -> bool:
+        """Whether the stream is protected by TLS."""
+        return self._stream.extra(TLSAttribute.ssl_object, None) is not None
+
+    @property
+    def tls_version(self) -> str | None:
+        return self._stream.extra(TLSAttribute.tls_version, None)
+
+    @property
+    def tls_cipher(self) -> str | None:
+        cipher = self._stream.extra(TLSAttribute.cipher, None)
+        return cipher[0] if cipher else None
+
+    def local_address_literal(self) -> str | None:
+        """The local IP address as an RFC 5321 address literal, if known."""
+        address = self._stream.extra(SocketAttribute.local_address, None)
+        if not isinstance(address, tuple):
+            return None
+        try:
+            ip = ipaddress.ip_address(address[0])
+        except ValueError:
+            return None
+        return f"[IPv6:{ip}]" if ip.version == 6 else f"[{ip}]"
+
+    async def send(self, data: bytes, *, action: str) -> None:
+        """Write all of ``data``, each ``WRITE_CHUNK`` under its own deadline."""
+        if len(data) <= WRITE_CHUNK:
+            with _translated(action, self.timeout):
+                await self._stream.send(data)
+            return
+        view = memoryview(data)
+        for start in range(0, len(view), WRITE_CHUNK):
+            with _translated(action, self.timeout):
+                await self._stream.send(bytes(view[start : start + WRITE_CHUNK]))
+
+    async def receive(self, *, action: str) -> bytes:
+        """Receive the next bytes; EOF is an error because a reply is always owed."""
+        with _translated(action, self.timeout):
+            return await self._stream.receive(READ_SIZE)
+
+    async def start_tls(self, ssl_context: ssl.SSLContext | None, hostname: str | None) -> None:
+        """Wrap the stream in TLS (client side) and complete the handshake."""
+        context = ssl_context or default_ssl_context()
+        with _translated("during the TLS handshake", self.timeout, handshake=True):
+            self._stream = await TLSStream.wrap(
+                self._stream,
+                server_side=False,
+                hostname=hostname,
+                ssl_context=context,
+                # SMTP frames its own end (QUIT/221), so a missing TLS
+                # close_notify is no truncation risk; waiting for one could hang.
+                standard_compatible=False,
+            )
+
+    async def aclose(self) -> None:
+        """Close the stream without waiting for the peer."""
+        await anyio.aclose_forcefully(self._stream)
+
+
+async def open_transport(
+    host: str,
+    port: int,
+    *,
+    timeout: float | None,
+    local_host: str | None = None,
+) -> Transport:
+    """Open a TCP connection (happy eyeballs over every address of ``host``).
+
+    :raises ConnectError: the connection could not be made
+    :raises SMTPTimeoutError: connecting took longer than ``timeout``
+    """
+    action = f"connecting to {host}:{port}"
+    try:
+        with anyio.fail_after(timeout):
+            stream = await anyio.connect_tcp(host, port, local_host=local_host)
+    except TimeoutError as exc:
+        raise SMTPTimeoutError(f"timed out after {_seconds(timeout)} {action}") from exc
+    except (OSError, socket.gaierror) as exc:
+        raise ConnectError(f"could not connect to {host}:{port}: {exc}") from exc
+    return Transport(stream, timeout=timeout)

@@ -1,0 +1,140 @@
+"""SASL mechanisms for SMTP AUTH (RFC 4954), without I/O.
+
+A mechanism turns decoded server challenges into decoded client responses; the
+client does the base64 framing and the network.  Mechanism objects hold the
+credentials for one exchange only and never show them in ``repr``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import ClassVar
+
+from .._errors import InvalidArgumentError, RemoteProtocolError
+from .._protocol.commands import check_credential
+
+__all__ = (
+    "MECHANISMS",
+    "PREFERENCE",
+    "CramMD5",
+    "Login",
+    "Plain",
+    "SASLMechanism",
+)
+
+
+class SASLMechanism(ABC):
+    """One client side of a SASL exchange.
+
+    Subclasses set ``name`` and implement ``respond``; those that send data
+    with the AUTH command override ``initial_response``.
+    """
+
+    #: The mechanism's registered name, as in the EHLO ``AUTH`` line.
+    name: ClassVar[str]
+    #: Whether ``login()`` may pick this mechanism on its own.
+    auto_select: ClassVar[bool] = True
+
+    def initial_response(self) -> bytes | None:
+        """Data to send with the AUTH command itself, or None to wait for a challenge."""
+        return None
+
+    @abstractmethod
+    def respond(self, challenge: bytes) -> bytes:
+        """Answer one (base64-decoded) 334 challenge.
+
+        :raises RemoteProtocolError: the challenge is not what the mechanism expects
+        """
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} SASL mechanism>"
+
+
+class _UserPassword(SASLMechanism, ABC):
+    __slots__ = ("_password", "_username")
+
+    def __init__(self, username: str, password: str) -> None:
+        self._username = check_credential(username, "user name")
+        self._password = check_credential(password, "password")
+
+
+class Plain(_UserPassword):
+    """PLAIN (RFC 4616): the credentials in one message, sent with the command."""
+
+    name: ClassVar[str] = "PLAIN"
+
+    def _message(self) -> bytes:
+        # message = [authzid] UTF8NUL authcid UTF8NUL passwd
+        return b"\0" + self._username.encode() + b"\0" + self._password.encode()
+
+    def initial_response(self) -> bytes:
+        return self._message()
+
+    def respond(self, challenge: bytes) -> bytes:
+        # Only reached when a server asks again with an empty challenge.
+        if challenge:
+            raise RemoteProtocolError("unexpected challenge data during AUTH PLAIN")
+        return self._message()
+
+
+class Login(_UserPassword):
+    """LOGIN (draft-murchison-sasl-login): user name, then password, each on request."""
+
+    name: ClassVar[str] = "LOGIN"
+    __slots__ = ("_step",)
+
+    def __init__(self, username: str, password: str) -> None:
+        super().__init__(username, password)
+        self._step = 0
+
+    def respond(self, challenge: bytes) -> bytes:
+        # Servers word the prompts differently ("Username:", "User Name\0"), so
+        # the order decides, not the text.
+        self._step += 1
+        if self._step == 1:
+            return self._username.encode()
+        if self._step == 2:
+            return self._password.encode()
+        raise RemoteProtocolError("AUTH LOGIN asked for more than a user name and a password")
+
+
+class CramMD5(_UserPassword):
+    """CRAM-MD5 (RFC 2195): an HMAC-MD5 of the server's challenge keyed with the password."""
+
+    name: ClassVar[str] = "CRAM-MD5"
+
+    def respond(self, challenge: bytes) -> bytes:
+        if not challenge:
+            raise RemoteProtocolError("empty CRAM-MD5 challenge")
+        digest = hmac.new(self._password.encode(), challenge, hashlib.md5).hexdigest()
+        return self._username.encode() + b" " + digest.encode("ascii")
+
+
+#: The mechanisms ``login()`` knows, by name.
+MECHANISMS: dict[str, Callable[[str, str], SASLMechanism]] = {
+    CramMD5.name: CramMD5,
+    Plain.name: Plain,
+    Login.name: Login,
+}
+
+#: The order ``login()`` prefers among the mechanisms a server offers,
+#: strongest first.
+PREFERENCE: tuple[str, ...] = ("CRAM-MD5", "PLAIN", "LOGIN")
+
+
+def create(name: str, username: str, password: str) -> SASLMechanism:
+    """Create the mechanism ``name`` for these credentials.
+
+    :raises InvalidArgumentError: unknown mechanism or unusable credentials
+    """
+    try:
+        factory = MECHANISMS[name.upper()]
+    except KeyError:
+        known = ", ".join(MECHANISMS)
+        raise InvalidArgumentError(
+            f"unknown SASL mechanism {name!r}; known ones are {known}"
+        ) from None
+    return factory(username, password)

@@ -1,0 +1,1 @@
+"""Integration tests against real SMTP servers running on loopback."""

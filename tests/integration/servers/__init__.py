@@ -1,0 +1,1 @@
+"""Real SMTP peers on loopback: a private Postfix + Dovecot, and aiosmtpd."""

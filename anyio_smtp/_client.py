@@ -71,7 +71,7 @@ from ._protocol.replies import Reply
 from ._protocol.session import NEED_DATA, SMTPSession
 from ._protocol.state import Event, SessionState
 from ._transport import Transport
-from .auth import PREFERENCE, SASLMechanism
+from .auth import MECHANISMS, PREFERENCE, SASLMechanism
 from .auth._mechanisms import create as create_mechanism
 
 __all__ = ("DEFAULT_TIMEOUT", "QUIT_TIMEOUT", "SMTPClient", "SendResult")
@@ -409,6 +409,10 @@ class SMTPClient:
             name = mechanism.name
         elif mechanism is not None:
             name = str(mechanism).upper()
+            if name not in MECHANISMS:
+                raise InvalidArgumentError(
+                    f"unknown SASL mechanism {name!r}; known ones are {', '.join(MECHANISMS)}"
+                )
         else:
             choices = [name for name in PREFERENCE if name in offered]
             if not choices:
@@ -592,20 +596,27 @@ class SMTPClient:
                 # delivered; end the data at once with a lone ".".
                 await self._send_body(TERMINATOR)
                 await self._reply()
-            await self._reset()
-            return refusal
+            return await self._reset_after(refusal)
 
         await self._send_body(body.data)
         final = await self._reply()
         if not final.is_positive:
-            await self._reset()
-            return DataRefusedError("end of data", final)
+            return await self._reset_after(DataRefusedError("end of data", final))
         return SendResult(final, accepted, MappingProxyType(rejected))
 
     async def _send_body(self, data: bytes) -> None:
         self._session.send_data(data, end=True)
         logger.debug("C: [message data, %d octets]", len(data))
         await self._transport.send(data, action="sending the message data")
+
+    async def _reset_after(self, refusal: ReplyError) -> ReplyError:
+        """Reset the refused transaction; return the refusal for the caller."""
+        try:
+            await self._reset()
+        except ReplyError as exc:
+            # The session is lost, but the caller learns what was refused too.
+            raise exc from refusal
+        return refusal
 
     async def _reset(self) -> Reply:
         reply = await self._command(Rset())

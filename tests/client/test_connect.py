@@ -13,6 +13,7 @@ from anyio_smtp import (
     SessionClosedError,
     SessionState,
 )
+from anyio_smtp._protocol.commands import check_domain
 from tests.client.scripted import PIPELINING_EHLO, Peer, scripted
 
 
@@ -44,7 +45,8 @@ async def test_await_form_and_aclose_sends_quit() -> None:
         smtp = await anyio_smtp.connect_stream(stream, ehlo_domain="client.test")
         assert smtp.capabilities.greeting == "mx.test"
         await smtp.aclose()
-        assert smtp.closed and stream.closed
+        assert smtp.closed
+        assert stream.closed
         with pytest.raises(SessionClosedError):
             await smtp.noop()
         await smtp.aclose()  # closing twice is fine
@@ -64,7 +66,7 @@ async def test_default_ehlo_domain_needs_no_lookup() -> None:
     domain = seen[0].removeprefix("EHLO ")
     assert domain == smtp.ehlo_domain
     # Whatever it picked, it is a valid EHLO argument.
-    anyio_smtp._protocol.commands.check_domain(domain)
+    check_domain(domain)
 
 
 async def test_helo_fallback_when_ehlo_is_not_recognised() -> None:
@@ -76,10 +78,12 @@ async def test_helo_fallback_when_ehlo_is_not_recognised() -> None:
         await peer.send("250 old.test")
         await peer.quit()
 
-    async with scripted(server) as stream:
-        async with anyio_smtp.connect_stream(stream, ehlo_domain="client.test") as smtp:
-            assert len(smtp.capabilities) == 0
-            assert smtp.capabilities.greeting == "old.test"
+    async with (
+        scripted(server) as stream,
+        anyio_smtp.connect_stream(stream, ehlo_domain="client.test") as smtp,
+    ):
+        assert len(smtp.capabilities) == 0
+        assert smtp.capabilities.greeting == "old.test"
 
 
 async def test_refusing_greeting_closes_without_a_command() -> None:

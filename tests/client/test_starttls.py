@@ -1,4 +1,4 @@
-"""STARTTLS and implicit TLS over in-memory streams: the upgrade and every way it must fail closed."""
+"""STARTTLS over in-memory streams: the upgrade and every way it must fail closed."""
 
 from __future__ import annotations
 
@@ -26,6 +26,17 @@ from tests.tls import client_context, server_context
 
 STARTTLS_EHLO = ("250-mx.test", "250-8BITMIME", "250-STARTTLS", "250 ENHANCEDSTATUSCODES")
 AFTER_TLS_EHLO = ("250-mx.test", "250-AUTH PLAIN", "250 ENHANCEDSTATUSCODES")
+
+
+async def refused_handshake(peer: Peer, context: ssl.SSLContext) -> None:
+    """The server side of a handshake the client aborts (it may fail at either step)."""
+
+    async def handshake_then_read() -> None:
+        await peer.start_tls(context)
+        await peer.stream.receive()
+
+    with pytest.raises((anyio.BrokenResourceError, anyio.EndOfStream, OSError)):
+        await handshake_then_read()
 
 
 def after(sent: bytes, marker: bytes) -> bytes:
@@ -75,7 +86,8 @@ async def test_starttls_not_advertised_closes_with_nothing_sent() -> None:
         with pytest.raises(ExtensionNotSupportedError) as caught:
             await smtp.starttls(ssl_context=client_context())
         assert caught.value.name == "STARTTLS"
-        assert smtp.closed and stream.closed
+        assert smtp.closed
+        assert stream.closed
         with pytest.raises(SessionClosedError):
             await smtp.login("user", "password")
     assert after(bytes(stream.sent), b"EHLO client.test\r\n") == b""
@@ -100,7 +112,8 @@ async def test_starttls_answered_without_220_closes_with_nothing_else_sent(reply
         assert caught.value.command == "STARTTLS"
         assert caught.value.reply.code == int(reply[:3])
         assert reply[:3] in str(caught.value)
-        assert smtp.closed and stream.closed
+        assert smtp.closed
+        assert stream.closed
     assert after(bytes(stream.sent), b"STARTTLS\r\n") == b""
 
 
@@ -122,7 +135,8 @@ async def test_bytes_after_220_refuse_the_upgrade(injected: bytes) -> None:
             await smtp.starttls(ssl_context=client_context())
         assert caught.value.byte_count == len(injected)
         assert isinstance(caught.value, anyio_smtp.RemoteProtocolError)
-        assert smtp.closed and stream.closed
+        assert smtp.closed
+        assert stream.closed
     # Not even a TLS ClientHello was sent.
     assert after(bytes(stream.sent), b"STARTTLS\r\n") == b""
 
@@ -139,9 +153,7 @@ async def test_certificate_failures_are_typed_and_nothing_follows(
         await peer.greet(STARTTLS_EHLO)
         await peer.lone("STARTTLS")
         await peer.send("220 2.0.0 Ready")
-        with pytest.raises((anyio.BrokenResourceError, anyio.EndOfStream, OSError)):
-            await peer.start_tls(server_context(identity))
-            await peer.stream.receive()
+        await refused_handshake(peer, server_context(identity))
 
     # The default context trusts only the system's CAs, not the test CA.
     context = client_context() if trusted else None
@@ -176,9 +188,7 @@ async def test_expired_certificate_is_refused() -> None:
         await peer.greet(STARTTLS_EHLO)
         await peer.lone("STARTTLS")
         await peer.send("220 2.0.0 Ready")
-        with pytest.raises((anyio.BrokenResourceError, anyio.EndOfStream, OSError)):
-            await peer.start_tls(expired)
-            await peer.stream.receive()
+        await refused_handshake(peer, expired)
 
     async with scripted(server) as stream:
         with pytest.raises(TLSCertificateError, match="expired"):

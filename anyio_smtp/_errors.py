@@ -93,7 +93,7 @@ class SenderRefusedError(ReplyError):
 
     def __init__(self, sender: str, reply: Reply) -> None:
         self.sender = sender
-        super().__init__("MAIL FROM", reply, f"the sender <{sender}> was refused")
+        super().__init__("MAIL FROM", reply, f"the sender <{sender}> was refused at MAIL FROM")
 
 
 class RecipientsRefusedError(ReplyError):
@@ -106,11 +106,13 @@ class RecipientsRefusedError(ReplyError):
     """
 
     def __init__(self, rejected: Mapping[str, Reply]) -> None:
+        if not rejected:
+            raise ValueError("RecipientsRefusedError needs at least one refused recipient")
         self.rejected: Mapping[str, Reply] = MappingProxyType(dict(rejected))
         first = next(iter(self.rejected.values()))
         count = len(self.rejected)
-        noun = "recipient was" if count == 1 else f"{count} recipients were"
-        super().__init__("RCPT TO", first, f"every recipient was refused ({noun} tried)")
+        what = "the recipient was" if count == 1 else f"all {count} recipients were"
+        super().__init__("RCPT TO", first, f"{what} refused at RCPT TO")
 
     @property
     def is_transient(self) -> bool:
@@ -128,7 +130,10 @@ class DataRefusedError(ReplyError):
     """
 
     def __init__(self, command: str, reply: Reply) -> None:
-        what = "the message was refused" if command == "end of data" else f"{command} was refused"
+        if command == "end of data":
+            what = "the message was refused at the end of DATA"
+        else:
+            what = f"{command} was refused"
         super().__init__(command, reply, what)
 
 
@@ -137,7 +142,7 @@ class AuthenticationError(ReplyError):
 
     def __init__(self, mechanism: str, reply: Reply, detail: str | None = None) -> None:
         self.mechanism = mechanism
-        what = f"authentication with {mechanism} failed"
+        what = f"authentication with AUTH {mechanism} failed"
         if detail:
             what = f"{what} ({detail})"
         super().__init__(f"AUTH {mechanism}", reply, what)

@@ -14,7 +14,7 @@ import io
 from dataclasses import dataclass
 from email.generator import BytesGenerator
 from email.message import Message
-from email.policy import EmailPolicy
+from email.policy import SMTPUTF8, EmailPolicy
 from email.utils import getaddresses
 
 from ._errors import InvalidArgumentError
@@ -82,9 +82,10 @@ def prepare_message(
     )
     smtputf8 = not all(address.isascii() for address in (sender, *recipients, *header_addresses))
     policy = message.policy.clone(linesep="\r\n")
-    if smtputf8 and isinstance(policy, EmailPolicy):
-        # RFC 6532: with SMTPUTF8 the header fields carry UTF-8 as it is.
-        policy = policy.clone(utf8=True)
+    if smtputf8:
+        # RFC 6532: with SMTPUTF8 the header fields carry UTF-8 as it is.  The
+        # legacy compat32 policy can not do that; email.policy.SMTPUTF8 can.
+        policy = policy.clone(utf8=True) if isinstance(policy, EmailPolicy) else SMTPUTF8
     buffer = io.BytesIO()
     BytesGenerator(buffer, mangle_from_=False, policy=policy).flatten(stripped, linesep="\r\n")
     return PreparedMessage(sender, tuple(recipients), buffer.getvalue(), smtputf8)

@@ -25,14 +25,13 @@ class Capabilities(Mapping[str, tuple[str, ...]]):
     (False, 1000, ['LOGIN', 'PLAIN'])
     """
 
-    __slots__ = ("_items", "greeting")
+    __slots__ = ("_greeting", "_items")
 
     def __init__(self, items: Mapping[str, tuple[str, ...]] | None = None, greeting: str = ""):
         self._items: dict[str, tuple[str, ...]] = {
             key.upper(): tuple(value) for key, value in (items or {}).items()
         }
-        #: The first line of the EHLO reply (the server's domain and greeting).
-        self.greeting = greeting
+        self._greeting = greeting
 
     @classmethod
     def from_ehlo(cls, lines: Iterable[str]) -> Capabilities:
@@ -54,6 +53,11 @@ class Capabilities(Mapping[str, tuple[str, ...]]):
                 params = tuple(dict.fromkeys(merged))
             items[keyword] = params
         return cls(items, greeting)
+
+    @property
+    def greeting(self) -> str:
+        """The first line of the EHLO reply (the server's domain and greeting)."""
+        return self._greeting
 
     def __getitem__(self, keyword: str) -> tuple[str, ...]:
         return self._items[keyword.upper()]
@@ -86,7 +90,7 @@ class Capabilities(Mapping[str, tuple[str, ...]]):
         fixed limit.
         """
         params = self._items.get("SIZE")
-        if not params or not params[0].isdigit():
+        if not params or not (params[0].isascii() and params[0].isdigit()):
             return None
         limit = int(params[0])
         return limit or None

@@ -71,6 +71,15 @@ def _octets(text: str) -> int:
     return len(text.encode("utf-8"))
 
 
+def _is_utf8(text: str) -> bool:
+    """False for text that can not be sent as UTF-8 (lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_domain(domain: str) -> str:
     """Validate the domain (or address literal) sent with EHLO/HELO.
 
@@ -104,6 +113,8 @@ def check_mailbox(address: str, *, role: str, allow_null: bool = False) -> str:
         raise InvalidArgumentError(
             f"the {role} address {address!r} contains a control character (CR, LF, NUL ...)"
         )
+    if not _is_utf8(address):
+        raise InvalidArgumentError(f"the {role} address {address!r} is not valid Unicode text")
     if "<" in address or ">" in address:
         raise InvalidArgumentError(
             f"the {role} address {address!r} must be a bare address, without angle "
@@ -127,10 +138,8 @@ def check_mailbox(address: str, *, role: str, allow_null: bool = False) -> str:
         raise InvalidArgumentError(
             f"the local part of the {role} address is longer than {MAX_LOCAL_PART_LENGTH} octets"
         )
-    if _octets(domain) > MAX_DOMAIN_LENGTH:
-        raise InvalidArgumentError(
-            f"the domain of the {role} address is longer than {MAX_DOMAIN_LENGTH} octets"
-        )
+    # The domain's own limit (MAX_DOMAIN_LENGTH) can not be reached here: the
+    # whole path is shorter.
     return address
 
 
@@ -146,7 +155,11 @@ def check_esmtp_parameter(parameter: str) -> str:
     if not isinstance(parameter, str):
         raise InvalidArgumentError("an ESMTP parameter must be a str")
     keyword, equals, value = parameter.partition("=")
-    if not _ESMTP_KEYWORD.fullmatch(keyword) or (equals and not _ESMTP_VALUE.fullmatch(value)):
+    if (
+        not _ESMTP_KEYWORD.fullmatch(keyword)
+        or (equals and not _ESMTP_VALUE.fullmatch(value))
+        or not _is_utf8(value)
+    ):
         raise InvalidArgumentError(f"invalid ESMTP parameter {parameter!r}")
     return parameter
 
@@ -162,6 +175,8 @@ def check_credential(value: str, what: str) -> str:
         raise InvalidArgumentError(f"the {what} is empty")
     if _CONTROL.search(value):
         raise InvalidArgumentError(f"the {what} contains a control character")
+    if not _is_utf8(value):
+        raise InvalidArgumentError(f"the {what} is not valid Unicode text")
     return value
 
 

@@ -40,7 +40,7 @@ MAX_REPLY_SIZE = 64 * 1024
 # RFC 3463 §2 / RFC 2034 §4: "status-code = class "." subject "." detail" with
 # class 2, 4 or 5, subject and detail 1 to 3 digits; the code is followed by a
 # space or ends the line.
-_ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?: |\t|$)")
+_ENHANCED = re.compile(r"([245])\.([0-9]{1,3})\.([0-9]{1,3})(?: |\t|$)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +63,7 @@ class Reply:
         """The text lines joined by ``\\n``, each without its enhanced status code."""
         if self.enhanced_status is None:
             return "\n".join(self.lines)
-        return "\n".join(_strip_enhanced(line) for line in self.lines)
+        return "\n".join(_strip_status(self.code, line) for line in self.lines)
 
     @property
     def is_positive(self) -> bool:
@@ -90,9 +90,12 @@ class Reply:
         return f"{self.code} {text}" if text else str(self.code)
 
 
-def _strip_enhanced(line: str) -> str:
+def _strip_status(code: int, line: str) -> str:
+    # RFC 2034 §4: the enhanced code prefixes the text of each line of the reply.
     match = _ENHANCED.match(line)
-    return line[match.end() :] if match else line
+    if match is None or int(match[1]) != code // 100:
+        return line
+    return line[match.end() :]
 
 
 def parse_enhanced_status(code: int, text: str) -> str | None:
@@ -138,11 +141,12 @@ class ReplyParser:
         """Add bytes received from the server."""
         self._buffer += data
         # Fail as soon as an unterminated line is too long, whatever the reads.
-        if len(self._buffer) - self._scan_from > MAX_REPLY_LINE_LENGTH + 2:
+        if len(self._buffer) > MAX_REPLY_LINE_LENGTH + 2:
             self._check_unterminated()
 
     def _check_unterminated(self) -> None:
-        if self._buffer.find(b"\n", self._scan_from) == -1:
+        buffer = self._buffer
+        if len(buffer) - (buffer.rfind(b"\n") + 1) > MAX_REPLY_LINE_LENGTH + 2:
             raise RemoteProtocolError(
                 f"reply line longer than {MAX_REPLY_LINE_LENGTH} octets without an end"
             )
@@ -157,8 +161,7 @@ class ReplyParser:
             end = buffer.find(b"\n", self._scan_from)
             if end == -1:
                 self._scan_from = len(buffer)
-                if len(buffer) > MAX_REPLY_LINE_LENGTH + 2:
-                    self._check_unterminated()
+                self._check_unterminated()
                 return None
             raw = bytes(buffer[:end])
             del buffer[: end + 1]

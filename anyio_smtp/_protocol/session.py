@@ -38,7 +38,7 @@ from .._errors import (
 from .capabilities import Capabilities
 from .commands import Command, EndOfData, Greeting
 from .replies import Reply, ReplyParser
-from .state import PIPELINABLE, Event, SessionState, transition
+from .state import GROUP_END, PIPELINABLE, Event, SessionState, transition
 
 __all__ = ("NEED_DATA", "ReplyEvent", "SMTPSession")
 
@@ -112,9 +112,10 @@ class SMTPSession:
         :raises ServiceUnavailableError: the server sent an unprompted 421
         """
         assert command.event is not None
+        state = transition(self.state, command.event)
         self._check_unsolicited()
         self._check_group(command.event)
-        self.state = transition(self.state, command.event)
+        self.state = state
         self._pending.append(command)
         return command.encode()
 
@@ -124,14 +125,18 @@ class SMTPSession:
         The data must come from ``BodyEncoder``/``encode_body``.
         """
         event = Event.END_OF_DATA if end else Event.BODY_CHUNK
+        state = transition(self.state, event)
+        self._check_unsolicited()
         self._check_group(event)
-        self.state = transition(self.state, event)
+        self.state = state
         if end:
             self._pending.append(EndOfData())
         return data
 
     def _check_group(self, event: Event) -> None:
-        if self._pending and not (self.pipelining and event in PIPELINABLE):
+        if self._pending and not (
+            self.pipelining and event in PIPELINABLE and self._pending[-1].event not in GROUP_END
+        ):
             raise LocalProtocolError(
                 f"{event.value} can not be sent while {len(self._pending)} "
                 "reply(ies) are still owed"
@@ -181,7 +186,8 @@ class SMTPSession:
             return NEED_DATA
         if not self._pending:
             if reply.code == 421:
-                self.state = transition(self.state, Event.SERVICE_CLOSING)
+                if self.state is not SessionState.CLOSED:
+                    self.state = transition(self.state, Event.SERVICE_CLOSING)
                 return ReplyEvent(None, reply)
             self.close()
             raise RemoteProtocolError(
@@ -228,7 +234,13 @@ class SMTPSession:
 
     def start_tls(self) -> None:
         """Record that the TLS handshake succeeded; capabilities are forgotten."""
-        self.state = transition(self.state, Event.TLS_STARTED)
+        state = transition(self.state, Event.TLS_STARTED)
+        if self._parser.buffered:
+            # Bytes that arrived after the 220 but before the handshake (RFC 3207 §5).
+            residue = self._parser.buffered
+            self.close()
+            raise StartTLSInjectionError(residue)
+        self.state = state
         self.tls = True
         self.capabilities = Capabilities()
         self.extended = False

@@ -26,7 +26,7 @@ import enum
 
 from .._errors import LocalProtocolError
 
-__all__ = ("PIPELINABLE", "TRANSITIONS", "Event", "SessionState", "transition")
+__all__ = ("GROUP_END", "PIPELINABLE", "TRANSITIONS", "Event", "SessionState", "transition")
 
 
 class SessionState(enum.Enum):
@@ -124,11 +124,14 @@ for _state in SessionState:
 del _state
 
 #: Commands that may be sent while earlier replies are still owed, when the
-#: server advertised PIPELINING (RFC 2920 §3.1).  Those that end a group (DATA,
-#: EHLO, NOOP, QUIT) lead to states the table lets nothing leave until their reply.
+#: server advertised PIPELINING (RFC 2920 §3.1).
 PIPELINABLE = frozenset(
     {E.MAIL, E.RCPT, E.DATA, E.RSET, E.NOOP, E.QUIT, E.EHLO, E.BODY_CHUNK, E.END_OF_DATA}
 )
+#: Commands after which nothing may be sent until their reply is in: RFC 2920
+#: §3.1, "EHLO, DATA, VRFY, EXPN, TURN, QUIT, and NOOP ... can only appear as the
+#: last command in a group", and the commands that start TLS or authentication.
+GROUP_END = frozenset({E.EHLO, E.HELO, E.DATA, E.QUIT, E.NOOP, E.STARTTLS, E.AUTH, E.AUTH_RESPONSE})
 
 
 def transition(state: SessionState, event: Event) -> SessionState:

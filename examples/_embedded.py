@@ -8,6 +8,10 @@ import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from anyio_smtp.testing import SMTPTestServer
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,24 @@ def parse_args(description: str, default_port: int) -> argparse.Namespace:
 
 
 @asynccontextmanager
+async def embedded_server(*, implicit_tls: bool) -> AsyncIterator[tuple[SMTPTestServer, Target]]:
+    """A throwaway local server with STARTTLS (or implicit TLS) and one user."""
+    from anyio_smtp.testing import SMTPTestServer, throwaway_tls
+
+    server_context, client_context = throwaway_tls("localhost")
+    username, password = "me@example.test", "example password"
+    async with SMTPTestServer(
+        users={username: password},
+        tls_context=server_context if implicit_tls else None,
+        starttls_context=None if implicit_tls else server_context,
+    ) as server:
+        yield (
+            server,
+            Target(server.host, server.port, username, password, client_context, "localhost"),
+        )
+
+
+@asynccontextmanager
 async def target(args: argparse.Namespace, *, implicit_tls: bool) -> AsyncIterator[Target]:
     """The server named on the command line, or a throwaway local one."""
     if args.host:
@@ -37,18 +59,8 @@ async def target(args: argparse.Namespace, *, implicit_tls: bool) -> AsyncIterat
             args.host, args.port, args.user or "", os.environ.get("SMTP_PASSWORD", ""), None, None
         )
         return
-    from anyio_smtp.testing import SMTPTestServer, throwaway_tls
-
-    server_context, client_context = throwaway_tls("localhost")
-    users = {"me@example.test": "example password"}
-    async with SMTPTestServer(
-        users=users,
-        tls_context=server_context if implicit_tls else None,
-        starttls_context=None if implicit_tls else server_context,
-    ) as server:
-        yield Target(
-            server.host, server.port, *next(iter(users.items())), client_context, "localhost"
-        )
+    async with embedded_server(implicit_tls=implicit_tls) as (server, local):
+        yield local
         for message in server.messages:
             print(f"The embedded server received a message for {', '.join(message.recipients)}:")
             print(message.data.decode("utf-8", "replace"))

@@ -12,7 +12,6 @@ from types import ModuleType
 import pytest
 
 from anyio_smtp._demo import run_demo
-from anyio_smtp.testing import SMTPTestServer, throwaway_tls
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -34,16 +33,7 @@ def load(name: str) -> ModuleType:
 async def test_examples_send_through_tls_and_auth(examples: None, implicit_tls: bool) -> None:
     module = load("implicit_tls_send" if implicit_tls else "starttls_send")
     embedded = load("_embedded")
-    server_context, client_context = throwaway_tls("localhost")
-    users = {"me@example.test": "example password"}
-    async with SMTPTestServer(
-        users=users,
-        tls_context=server_context if implicit_tls else None,
-        starttls_context=None if implicit_tls else server_context,
-    ) as server:
-        target = embedded.Target(
-            server.host, server.port, *next(iter(users.items())), client_context, "localhost"
-        )
+    async with embedded.embedded_server(implicit_tls=implicit_tls) as (server, target):
         result = await module.send(target, "alice@example.test")
     assert result.reply.code == 250
     (message,) = server.messages

@@ -18,7 +18,9 @@ class MemoryByteStream(ByteStream):
     Sending never blocks (the buffer is unbounded). :meth:`send_eof` makes the peer's
     :meth:`receive` raise :exc:`anyio.EndOfStream` once it has read everything;
     :meth:`aclose` additionally makes the peer's :meth:`send` raise
-    :exc:`anyio.BrokenResourceError`.
+    :exc:`anyio.BrokenResourceError`.  Each end records what it sent (``sent``), in
+    how many ``send()`` calls (``writes``), and whether it was closed (``closed``),
+    so a test can check exactly what a client wrote.
 
     :param send_stream: where bytes written to this end go
     :param receive_stream: where bytes read from this end come from
@@ -32,6 +34,12 @@ class MemoryByteStream(ByteStream):
         self._send_stream = send_stream
         self._receive_stream = receive_stream
         self._pending = b""
+        #: Every byte sent from this end, in order.
+        self.sent = bytearray()
+        #: How many non-empty ``send()`` calls this end made.
+        self.writes = 0
+        #: Whether :meth:`aclose` was called.
+        self.closed = False
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
         """Receive at most ``max_bytes`` bytes.
@@ -53,6 +61,8 @@ class MemoryByteStream(ByteStream):
         :param item: the bytes to send (an empty item is ignored)
         """
         if item:
+            self.writes += 1
+            self.sent += item
             await self._send_stream.send(bytes(item))
         else:
             await checkpoint()
@@ -64,6 +74,7 @@ class MemoryByteStream(ByteStream):
 
     async def aclose(self) -> None:
         """Close both directions of this end."""
+        self.closed = True
         self._send_stream.close()
         self._receive_stream.close()
         await checkpoint()

@@ -16,7 +16,7 @@ import anyio
 from anyio.abc import ByteStream
 from anyio.streams.tls import TLSStream
 
-from tests.memory import MemoryByteStream, memory_stream_pair
+from anyio_smtp.testing import MemoryByteStream, memory_stream_pair
 
 #: What a plain ESMTP server advertises in these tests.
 BASIC_EHLO = ("250-mx.test", "250-8BITMIME", "250 ENHANCEDSTATUSCODES")

@@ -17,8 +17,8 @@ from anyio_smtp import (
     SenderRefusedError,
     SessionState,
 )
+from anyio_smtp.testing import MemoryByteStream
 from tests.client.scripted import BASIC_EHLO, PIPELINING_EHLO, Peer, scripted
-from tests.memory import MemoryByteStream
 
 CLIENT = "client.test"
 SENDER = "alice@example.test"

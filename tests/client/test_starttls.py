@@ -20,8 +20,8 @@ from anyio_smtp import (
     TLSCertificateError,
     TLSError,
 )
+from anyio_smtp.testing import memory_stream_pair
 from tests.client.scripted import BASIC_EHLO, Peer, scripted
-from tests.memory import memory_stream_pair
 from tests.tls import client_context, server_context
 
 STARTTLS_EHLO = ("250-mx.test", "250-8BITMIME", "250-STARTTLS", "250 ENHANCEDSTATUSCODES")

@@ -34,6 +34,7 @@ import anyio
 from ._errors import (
     AuthenticationError,
     DataRefusedError,
+    DeliveryUnknownError,
     ExtensionNotSupportedError,
     InsecureAuthError,
     InvalidArgumentError,
@@ -43,9 +44,11 @@ from ._errors import (
     RemoteProtocolError,
     ReplyError,
     SenderRefusedError,
+    ServerDisconnectedError,
     ServiceUnavailableError,
     SessionClosedError,
     SMTPError,
+    SMTPTimeoutError,
 )
 from ._message import prepare_message
 from ._protocol.body import TERMINATOR, EncodedBody, encode_body
@@ -594,20 +597,35 @@ class SMTPClient:
             if data_reply is not None and data_reply.code == 354:
                 # RFC 2920 §3.1: DATA was accepted although nothing can be
                 # delivered; end the data at once with a lone ".".
-                await self._send_body(TERMINATOR)
-                await self._reply()
+                await self._end_empty_data()
             return await self._reset_after(refusal)
 
-        await self._send_body(body.data)
-        final = await self._reply()
+        final = await self._send_message_data(body.data, accepted)
         if not final.is_positive:
             return await self._reset_after(DataRefusedError("end of data", final))
         return SendResult(final, accepted, MappingProxyType(rejected))
 
-    async def _send_body(self, data: bytes) -> None:
+    async def _end_empty_data(self) -> Reply:
+        """End a data phase that carries nothing deliverable with a lone "."."""
+        self._session.send_data(TERMINATOR, end=True)
+        logger.debug("C: .")
+        await self._transport.send(TERMINATOR, action="ending the message data")
+        return await self._reply()
+
+    async def _send_message_data(self, data: bytes, accepted: tuple[str, ...]) -> Reply:
+        """Send a whole encoded message and return the server's verdict.
+
+        Once the end of the data has been sent, a lost connection or a timeout
+        no longer means "not delivered": the server may have accepted the
+        message just before (RFC 1047), so it becomes ``DeliveryUnknownError``.
+        """
         self._session.send_data(data, end=True)
         logger.debug("C: [message data, %d octets]", len(data))
         await self._transport.send(data, action="sending the message data")
+        try:
+            return await self._reply()
+        except (ServerDisconnectedError, SMTPTimeoutError) as exc:
+            raise DeliveryUnknownError(accepted, exc) from exc
 
     async def _reset_after(self, refusal: ReplyError) -> ReplyError:
         """Reset the refused transaction; return the refusal for the caller."""

@@ -24,6 +24,7 @@ __all__ = (
     "AuthenticationError",
     "ConnectError",
     "DataRefusedError",
+    "DeliveryUnknownError",
     "ExtensionNotSupportedError",
     "InsecureAuthError",
     "InvalidArgumentError",
@@ -285,6 +286,26 @@ class ServerDisconnectedError(SMTPError, ConnectionError):
     @property
     def is_transient(self) -> bool:
         return True
+
+
+class DeliveryUnknownError(SMTPError):
+    """The connection failed after the whole message was sent, before the server's verdict.
+
+    The server may have accepted the message and may deliver it (RFC 1047), so
+    sending it again may deliver it twice.  This is deliberately not a
+    ``ConnectionError``: a generic retry-on-disconnect handler must not resend
+    the message without deciding to.  The session is closed; ``__cause__`` is
+    the underlying ``ServerDisconnectedError`` or ``SMTPTimeoutError``.
+
+    :ivar recipients: the recipients the server had accepted
+    """
+
+    def __init__(self, recipients: tuple[str, ...], cause: SMTPError) -> None:
+        self.recipients = recipients
+        super().__init__(
+            "the connection failed after the message was sent but before the server "
+            f"confirmed it, so it may or may not have been delivered ({cause})"
+        )
 
 
 class SMTPTimeoutError(SMTPError, TimeoutError):

@@ -122,11 +122,11 @@ class Transport:
             return None
         return f"[IPv6:{ip}]" if ip.version == 6 else f"[{ip}]"
 
-    async def send(self, data: bytes, *, action: str) -> None:
+    async def send(self, data: bytes | memoryview, *, action: str) -> None:
         """Write all of ``data``, each ``WRITE_CHUNK`` under its own deadline."""
         if len(data) <= WRITE_CHUNK:
             with _translated(action, self.timeout):
-                await self._stream.send(data)
+                await self._stream.send(bytes(data))
             return
         view = memoryview(data)
         for start in range(0, len(view), WRITE_CHUNK):

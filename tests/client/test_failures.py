@@ -9,6 +9,7 @@ import pytest
 
 import anyio_smtp
 from anyio_smtp import (
+    DeliveryUnknownError,
     RemoteProtocolError,
     ReplyError,
     SenderRefusedError,
@@ -317,7 +318,16 @@ async def run_cut_session(session: list[tuple[str, Step]], cut: int) -> None:
             results.append(await smtp.send_mail(SENDER, [BOB, CAROL], MESSAGE))
 
     async with scripted(server) as stream:
-        if cut <= final:
+        if cut == final:
+            # The whole message went out; only its verdict was lost (RFC 1047).
+            with pytest.raises(DeliveryUnknownError) as unknown:
+                await client(stream)
+            assert not isinstance(unknown.value, ConnectionError)
+            assert not unknown.value.is_transient
+            assert unknown.value.recipients == (BOB, CAROL)
+            assert isinstance(unknown.value.__cause__, ServerDisconnectedError)
+            assert "may or may not have been delivered" in str(unknown.value)
+        elif cut < final:
             with pytest.raises(ServerDisconnectedError) as caught:
                 await client(stream)
             assert isinstance(caught.value, ConnectionError)
@@ -368,6 +378,25 @@ async def test_timeout_waiting_for_a_reply_closes_the_session() -> None:
         await assert_dead(smtp, stream)
     # The rest of the group, and no QUIT or RSET after the timeout.
     assert unread == [f"RCPT TO:<{BOB}>\r\nDATA\r\n".encode()]
+
+
+async def test_timeout_waiting_for_the_final_reply_means_delivery_unknown() -> None:
+    async def server(peer: Peer) -> None:
+        await peer.greet(PIPELINING_EHLO)
+        for _ in range(3):
+            await peer.line()
+        await peer.send("250 Ok", "250 Ok", "354 go ahead")
+        assert await peer.data() == MESSAGE + b".\r\n"
+        await closes_quietly(peer)  # the verdict never comes
+
+    async with (
+        scripted(server) as stream,
+        anyio_smtp.connect_stream(stream, ehlo_domain=CLIENT, timeout=0.2) as smtp,
+    ):
+        with pytest.raises(DeliveryUnknownError) as caught:
+            await smtp.send_mail(SENDER, [BOB], MESSAGE)
+        assert isinstance(caught.value.__cause__, SMTPTimeoutError)
+        await assert_dead(smtp, stream)
 
 
 async def test_timeout_waiting_for_the_greeting() -> None:

@@ -74,7 +74,7 @@ from ._protocol.replies import Reply
 from ._protocol.session import NEED_DATA, SMTPSession
 from ._protocol.state import Event, SessionState
 from ._transport import Transport
-from .auth import MECHANISMS, PREFERENCE, SASLMechanism
+from .auth import MECHANISMS, PREFERENCE, SASLFailure, SASLMechanism
 from .auth._mechanisms import create as create_mechanism
 
 __all__ = ("DEFAULT_TIMEOUT", "QUIT_TIMEOUT", "SMTPClient", "SendResult")
@@ -140,6 +140,17 @@ def _default_ehlo_domain(transport: Transport) -> str:
         except InvalidArgumentError:
             pass
     return transport.local_address_literal() or "localhost.localdomain"
+
+
+def _success_data(reply: Reply) -> bytes | None:
+    """The base64 payload a 235 reply may carry (RFC 4954 §4), if it has one."""
+    text = reply.message.strip()
+    if not text or " " in text:
+        return None
+    try:
+        return b64decode(text, validate=True)
+    except binascii.Error:
+        return None
 
 
 def _recipient_list(recipients: str | Iterable[str]) -> tuple[str, ...]:
@@ -399,6 +410,7 @@ class SMTPClient:
             if not self._session.tls and not self._allow_insecure_auth:
                 raise InsecureAuthError()
             sasl = self._choose_mechanism(username, password, mechanism)
+            await sasl.prepare()
             async with self._fatal_on_error():
                 return await self._authenticate(sasl)
 
@@ -407,6 +419,7 @@ class SMTPClient:
     ) -> SASLMechanism:
         if "AUTH" not in self._session.capabilities:
             raise ExtensionNotSupportedError("AUTH")
+        bindings = self._transport.channel_bindings()
         offered = self._session.capabilities.auth_mechanisms
         if isinstance(mechanism, SASLMechanism):
             name = mechanism.name
@@ -417,7 +430,13 @@ class SMTPClient:
                     f"unknown SASL mechanism {name!r}; known ones are {', '.join(MECHANISMS)}"
                 )
         else:
-            choices = [name for name in PREFERENCE if name in offered]
+            # -PLUS variants need TLS channel bindings; bearer-token mechanisms
+            # are never chosen on their own (auto_select is False for them).
+            choices = [
+                name
+                for name in PREFERENCE
+                if name in offered and (bindings is not None or not name.endswith("-PLUS"))
+            ]
             if not choices:
                 raise ExtensionNotSupportedError(
                     "AUTH", f"none of {', '.join(PREFERENCE)} is offered"
@@ -427,7 +446,7 @@ class SMTPClient:
             raise ExtensionNotSupportedError(f"AUTH {name}", "the server does not offer it")
         if isinstance(mechanism, SASLMechanism):
             return mechanism
-        return create_mechanism(name, username, password)
+        return create_mechanism(name, username, password, bindings)
 
     async def _authenticate(self, sasl: SASLMechanism) -> Reply:
         reply = await self._command(Auth(sasl.name, sasl.initial_response()))
@@ -444,9 +463,18 @@ class SMTPClient:
                 raise RemoteProtocolError(
                     f"the server sent a challenge that is not base64 during AUTH {sasl.name}"
                 ) from None
-            reply = await self._command(AuthResponse(sasl.respond(challenge)))
+            try:
+                response = sasl.respond(challenge)
+            except SASLFailure as exc:
+                raise AuthenticationError(sasl.name, reply, str(exc)) from None
+            reply = await self._command(AuthResponse(response))
         if reply.code != 235:
-            raise AuthenticationError(sasl.name, reply)
+            raise AuthenticationError(sasl.name, reply, sasl.failure_detail())
+        try:
+            sasl.verify_success(_success_data(reply))
+        except SASLFailure as exc:
+            # RFC 5802 §5.1: the client must verify the server, even after a 235.
+            raise AuthenticationError(sasl.name, reply, str(exc)) from None
         return reply
 
     async def send_mail(

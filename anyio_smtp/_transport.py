@@ -30,6 +30,7 @@ from ._errors import (
     TLSCertificateError,
     TLSError,
 )
+from .auth._mechanisms import ChannelBindings
 
 __all__ = ("READ_SIZE", "WRITE_CHUNK", "Transport", "default_ssl_context", "open_transport")
 
@@ -110,6 +111,23 @@ class Transport:
     def tls_cipher(self) -> str | None:
         cipher = self._stream.extra(TLSAttribute.cipher, None)
         return cipher[0] if cipher else None
+
+    def channel_bindings(self) -> ChannelBindings | None:
+        """TLS channel-binding data for SCRAM -PLUS, or None without TLS."""
+        ssl_object = self._stream.extra(TLSAttribute.ssl_object, None)
+        if ssl_object is None:
+            return None
+        from .auth._channel_binding import tls_server_end_point
+
+        certificate = ssl_object.getpeercert(binary_form=True)
+        # RFC 5929 §3 / RFC 9266: tls-unique is not defined for TLS 1.3.
+        unique = None
+        if ssl_object.version() in ("TLSv1", "TLSv1.1", "TLSv1.2"):
+            unique = ssl_object.get_channel_binding("tls-unique")
+        return ChannelBindings(
+            tls_server_end_point=tls_server_end_point(certificate) if certificate else None,
+            tls_unique=unique,
+        )
 
     def local_address_literal(self) -> str | None:
         """The local IP address as an RFC 5321 address literal, if known."""

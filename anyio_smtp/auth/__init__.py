@@ -6,6 +6,24 @@ instance of a :class:`SASLMechanism` subclass may be passed to run a mechanism
 of your own.
 """
 
-from ._mechanisms import MECHANISMS, PREFERENCE, CramMD5, Login, Plain, SASLMechanism
+from ._mechanisms import (
+    MECHANISMS,
+    PREFERENCE,
+    ChannelBindings,
+    CramMD5,
+    Login,
+    Plain,
+    SASLFailure,
+    SASLMechanism,
+)
 
-__all__ = ("MECHANISMS", "PREFERENCE", "CramMD5", "Login", "Plain", "SASLMechanism")
+__all__ = (
+    "MECHANISMS",
+    "PREFERENCE",
+    "ChannelBindings",
+    "CramMD5",
+    "Login",
+    "Plain",
+    "SASLFailure",
+    "SASLMechanism",
+)

@@ -3,6 +3,14 @@
 A mechanism turns decoded server challenges into decoded client responses; the
 client does the base64 framing and the network.  Mechanism objects hold the
 credentials for one exchange only and never show them in ``repr``.
+
+The client drives a mechanism so::
+
+    await mechanism.prepare()                   # once, e.g. to fetch an OAuth token
+    AUTH <name> [initial_response()]
+    334 <challenge>  ->  respond(challenge)     # as often as the server asks
+    235 [data]       ->  verify_success(data)   # may still refuse (SCRAM)
+    4xx/5xx          ->  AuthenticationError, with failure_detail() if any
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ import hashlib
 import hmac
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import ClassVar
 
 from .._errors import InvalidArgumentError, RemoteProtocolError
@@ -19,11 +28,36 @@ from .._protocol.commands import check_credential
 __all__ = (
     "MECHANISMS",
     "PREFERENCE",
+    "ChannelBindings",
     "CramMD5",
     "Login",
     "Plain",
+    "SASLFailure",
     "SASLMechanism",
+    "create",
 )
+
+
+class SASLFailure(Exception):
+    """Raised by a mechanism that will not accept the exchange (e.g. a bad server proof).
+
+    The client turns it into ``AuthenticationError`` and closes the session.  The
+    message must not contain credentials.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelBindings:
+    """TLS channel-binding data for the -PLUS mechanisms (RFC 5929, RFC 9266).
+
+    :ivar tls_server_end_point: RFC 5929 §4: a hash of the server's certificate
+    :ivar tls_unique: RFC 5929 §3: the first Finished message (TLS 1.2 and older only)
+    :ivar tls_exporter: RFC 9266: the exporter value (TLS 1.3), when available
+    """
+
+    tls_server_end_point: bytes | None = None
+    tls_unique: bytes | None = None
+    tls_exporter: bytes | None = None
 
 
 class SASLMechanism(ABC):
@@ -38,6 +72,9 @@ class SASLMechanism(ABC):
     #: Whether ``login()`` may pick this mechanism on its own.
     auto_select: ClassVar[bool] = True
 
+    async def prepare(self) -> None:  # noqa: B027 (doing nothing is the right default)
+        """Get ready for the exchange (called once, before AUTH is sent)."""
+
     def initial_response(self) -> bytes | None:
         """Data to send with the AUTH command itself, or None to wait for a challenge."""
         return None
@@ -47,7 +84,20 @@ class SASLMechanism(ABC):
         """Answer one (base64-decoded) 334 challenge.
 
         :raises RemoteProtocolError: the challenge is not what the mechanism expects
+        :raises SASLFailure: the mechanism refuses to go on
         """
+
+    def verify_success(self, data: bytes | None) -> None:  # noqa: B027
+        """Check the server's success reply (235).
+
+        :param data: the base64-decoded payload of the 235 reply, or None when
+            it carries none
+        :raises SASLFailure: the server did not prove what the mechanism needs
+        """
+
+    def failure_detail(self) -> str | None:
+        """What the server said about a failure, if the mechanism learned it."""
+        return None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} SASL mechanism>"
@@ -56,7 +106,9 @@ class SASLMechanism(ABC):
 class _UserPassword(SASLMechanism, ABC):
     __slots__ = ("_password", "_username")
 
-    def __init__(self, username: str, password: str) -> None:
+    def __init__(
+        self, username: str, password: str, bindings: ChannelBindings | None = None
+    ) -> None:
         self._username = check_credential(username, "user name")
         self._password = check_credential(password, "password")
 
@@ -86,7 +138,9 @@ class Login(_UserPassword):
     name: ClassVar[str] = "LOGIN"
     __slots__ = ("_step",)
 
-    def __init__(self, username: str, password: str) -> None:
+    def __init__(
+        self, username: str, password: str, bindings: ChannelBindings | None = None
+    ) -> None:
         super().__init__(username, password)
         self._step = 0
 
@@ -113,8 +167,9 @@ class CramMD5(_UserPassword):
         return self._username.encode() + b" " + digest.encode("ascii")
 
 
-#: The mechanisms ``login()`` knows, by name.
-MECHANISMS: dict[str, Callable[[str, str], SASLMechanism]] = {
+#: The mechanisms ``login()`` knows, by name: each is called with the user name,
+#: the password and the TLS channel bindings (None without TLS).
+MECHANISMS: dict[str, Callable[[str, str, ChannelBindings | None], SASLMechanism]] = {
     CramMD5.name: CramMD5,
     Plain.name: Plain,
     Login.name: Login,
@@ -125,7 +180,9 @@ MECHANISMS: dict[str, Callable[[str, str], SASLMechanism]] = {
 PREFERENCE: tuple[str, ...] = ("CRAM-MD5", "PLAIN", "LOGIN")
 
 
-def create(name: str, username: str, password: str) -> SASLMechanism:
+def create(
+    name: str, username: str, password: str, bindings: ChannelBindings | None = None
+) -> SASLMechanism:
     """Create the mechanism ``name`` for these credentials.
 
     :raises InvalidArgumentError: unknown mechanism or unusable credentials
@@ -137,4 +194,4 @@ def create(name: str, username: str, password: str) -> SASLMechanism:
         raise InvalidArgumentError(
             f"unknown SASL mechanism {name!r}; known ones are {known}"
         ) from None
-    return factory(username, password)
+    return factory(username, password, bindings)

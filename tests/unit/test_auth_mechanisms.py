@@ -69,7 +69,7 @@ def test_names() -> None:
     assert Login.name == "LOGIN"
     assert CramMD5.name == "CRAM-MD5"
     for name, factory in MECHANISMS.items():
-        assert factory("u", "p").name == name
+        assert factory("u", "p", None).name == name
     assert set(PREFERENCE) <= set(MECHANISMS)
     assert PREFERENCE[0] == "CRAM-MD5"
 

@@ -8,7 +8,7 @@
 ...         await smtp.send_mail("user@example.com", ["friend@example.org"], message)
 """
 
-from ._client import DEFAULT_TIMEOUT, QUIT_TIMEOUT, SendResult, SMTPClient
+from ._client import QUIT_TIMEOUT, SendResult, SMTPClient
 from ._connect import SessionOpener, connect, connect_starttls, connect_stream
 from ._errors import (
     AuthenticationError,
@@ -37,6 +37,7 @@ from ._errors import (
 from ._protocol.capabilities import Capabilities
 from ._protocol.replies import Reply
 from ._protocol.state import SessionState
+from ._timeouts import DEFAULT_TIMEOUT, Timeouts
 
 __version__ = "0.1.0.dev0"
 
@@ -71,6 +72,7 @@ __all__ = (
     "StartTLSInjectionError",
     "TLSCertificateError",
     "TLSError",
+    "Timeouts",
     "__version__",
     "connect",
     "connect_starttls",

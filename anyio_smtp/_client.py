@@ -77,13 +77,10 @@ from ._transport import Transport
 from .auth import MECHANISMS, PREFERENCE, SASLFailure, SASLMechanism
 from .auth._mechanisms import create as create_mechanism
 
-__all__ = ("DEFAULT_TIMEOUT", "QUIT_TIMEOUT", "SMTPClient", "SendResult")
+__all__ = ("QUIT_TIMEOUT", "SMTPClient", "SendResult")
 
 logger = logging.getLogger("anyio_smtp")
 
-#: Seconds allowed for connecting and for each wait on the server (a reply, or
-#: room to write), unless the caller passes ``timeout``.
-DEFAULT_TIMEOUT: Final = 60.0
 #: Most seconds a polite close waits for the reply to QUIT.
 QUIT_TIMEOUT: Final = 5.0
 #: Most 334 challenges one AUTH exchange may take before it is abandoned.
@@ -273,7 +270,11 @@ class SMTPClient:
             names.append(command.name)
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug("C: %s", command.log_line())
-        await self._transport.send(data, action=f"sending {', '.join(names)}")
+        await self._transport.send(
+            data,
+            action=f"sending {', '.join(names)}",
+            timeout=self._transport.timeouts.data_block,
+        )
 
     async def _command(self, command: Command) -> Reply:
         """Send one command and return its reply."""
@@ -284,10 +285,11 @@ class SMTPClient:
         """Receive the next reply (for the oldest command still owed one)."""
         session = self._session
         awaiting = session.awaiting
-        name = awaiting.name if awaiting is not None else "a command"
-        while (event := session.next_event()) is NEED_DATA:
-            data = await self._transport.receive(action=f"waiting for the reply to {name}")
-            session.receive_data(data)
+        action = f"waiting for the reply to {awaiting.name if awaiting else 'a command'}"
+        # One deadline for the whole reply: a trickle of bytes does not extend it.
+        with self._transport.deadline(action, self._transport.timeouts.for_reply(awaiting)):
+            while (event := session.next_event()) is NEED_DATA:
+                session.receive_data(await self._transport.receive(action=action))
         reply = event.reply
         if logger.isEnabledFor(logging.DEBUG):
             _log_reply(reply, redact=reply.code == 334)
@@ -637,7 +639,11 @@ class SMTPClient:
         """End a data phase that carries nothing deliverable with a lone "."."""
         self._session.send_data(TERMINATOR, end=True)
         logger.debug("C: .")
-        await self._transport.send(TERMINATOR, action="ending the message data")
+        await self._transport.send(
+            TERMINATOR,
+            action="ending the message data",
+            timeout=self._transport.timeouts.data_block,
+        )
         return await self._reply()
 
     async def _send_message_data(self, data: bytes, accepted: tuple[str, ...]) -> Reply:
@@ -649,7 +655,9 @@ class SMTPClient:
         """
         self._session.send_data(data, end=True)
         logger.debug("C: [message data, %d octets]", len(data))
-        await self._transport.send(data, action="sending the message data")
+        await self._transport.send(
+            data, action="sending the message data", timeout=self._transport.timeouts.data_block
+        )
         try:
             return await self._reply()
         except (ServerDisconnectedError, SMTPTimeoutError) as exc:

@@ -14,9 +14,10 @@ from types import TracebackType
 
 from anyio.abc import ByteStream
 
-from ._client import DEFAULT_TIMEOUT, SMTPClient
+from ._client import SMTPClient
 from ._errors import InvalidArgumentError
 from ._protocol.commands import check_domain
+from ._timeouts import DEFAULT_TIMEOUTS, Timeouts
 from ._transport import Transport, open_transport
 
 __all__ = ("SessionOpener", "connect", "connect_starttls", "connect_stream")
@@ -50,19 +51,19 @@ class SessionOpener:
 
 def _check_options(
     *,
-    timeout: float | None,
+    timeout: float | Timeouts | None,
     ssl_context: ssl.SSLContext | None,
     ehlo_domain: str | None,
     tls_hostname: str | None,
-) -> None:
-    if timeout is not None and (isinstance(timeout, bool) or not timeout > 0):
-        raise InvalidArgumentError("timeout must be a positive number of seconds or None")
+) -> Timeouts:
+    timeouts = Timeouts.of(timeout)
     if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
         raise InvalidArgumentError("ssl_context must be an ssl.SSLContext")
     if ehlo_domain is not None:
         check_domain(ehlo_domain)
     if tls_hostname is not None and (not isinstance(tls_hostname, str) or not tls_hostname):
         raise InvalidArgumentError("tls_hostname must be a non-empty str")
+    return timeouts
 
 
 def _check_endpoint(host: str, port: int) -> None:
@@ -100,7 +101,7 @@ def connect(
     ssl_context: ssl.SSLContext | None = None,
     tls_hostname: str | None = None,
     ehlo_domain: str | None = None,
-    timeout: float | None = DEFAULT_TIMEOUT,
+    timeout: float | Timeouts | None = DEFAULT_TIMEOUTS,
     allow_insecure_auth: bool = False,
     local_host: str | None = None,
 ) -> SessionOpener:
@@ -118,8 +119,9 @@ def connect(
     :param tls_hostname: the name the certificate must carry (default: ``host``)
     :param ehlo_domain: the name to give in EHLO (default: this host's fully
         qualified name when it has one, else its address literal; no DNS lookup)
-    :param timeout: seconds allowed for connecting and for each wait on the
-        server (default :data:`DEFAULT_TIMEOUT`); None waits for ever
+    :param timeout: a :class:`Timeouts` giving the limit of each kind of wait
+        (by default one minute each, ten minutes for the verdict on a message),
+        or one number of seconds for all of them; None waits for ever
     :param allow_insecure_auth: permit ``login()`` without TLS
     :param local_host: the local address to connect from
     :raises ConnectError: the TCP connection failed
@@ -129,12 +131,12 @@ def connect(
     :raises InvalidArgumentError: an argument is invalid (raised at call time)
     """
     _check_endpoint(host, port)
-    _check_options(
+    timeouts = _check_options(
         timeout=timeout, ssl_context=ssl_context, ehlo_domain=ehlo_domain, tls_hostname=tls_hostname
     )
 
     async def open_() -> SMTPClient:
-        transport = await open_transport(host, port, timeout=timeout, local_host=local_host)
+        transport = await open_transport(host, port, timeouts=timeouts, local_host=local_host)
         client = SMTPClient(
             transport,
             tls_hostname=tls_hostname or host,
@@ -155,7 +157,7 @@ def connect_starttls(
     ssl_context: ssl.SSLContext | None = None,
     tls_hostname: str | None = None,
     ehlo_domain: str | None = None,
-    timeout: float | None = DEFAULT_TIMEOUT,
+    timeout: float | Timeouts | None = DEFAULT_TIMEOUTS,
     allow_insecure_auth: bool = False,
     local_host: str | None = None,
 ) -> SessionOpener:
@@ -176,12 +178,12 @@ def connect_starttls(
     The other parameters are those of :func:`connect`.
     """
     _check_endpoint(host, port)
-    _check_options(
+    timeouts = _check_options(
         timeout=timeout, ssl_context=ssl_context, ehlo_domain=ehlo_domain, tls_hostname=tls_hostname
     )
 
     async def open_() -> SMTPClient:
-        transport = await open_transport(host, port, timeout=timeout, local_host=local_host)
+        transport = await open_transport(host, port, timeouts=timeouts, local_host=local_host)
         client = SMTPClient(
             transport,
             tls_hostname=tls_hostname or host,
@@ -200,7 +202,7 @@ def connect_stream(
     *,
     tls_hostname: str | None = None,
     ehlo_domain: str | None = None,
-    timeout: float | None = DEFAULT_TIMEOUT,
+    timeout: float | Timeouts | None = DEFAULT_TIMEOUTS,
     allow_insecure_auth: bool = False,
 ) -> SessionOpener:
     """Run an SMTP session over a byte stream you opened yourself.
@@ -216,13 +218,13 @@ def connect_stream(
         passed there)
     :raises: the errors of :func:`connect` other than ``ConnectError``
     """
-    _check_options(
+    timeouts = _check_options(
         timeout=timeout, ssl_context=None, ehlo_domain=ehlo_domain, tls_hostname=tls_hostname
     )
 
     async def open_() -> SMTPClient:
         client = SMTPClient(
-            Transport(stream, timeout=timeout),
+            Transport(stream, timeouts=timeouts),
             tls_hostname=tls_hostname,
             ehlo_domain=ehlo_domain,
             allow_insecure_auth=allow_insecure_auth,

@@ -4,10 +4,11 @@ This is the only module that catches anyio, ssl and OS exceptions.  Each one
 becomes an anyio_smtp error, chained with ``from`` so the cause stays visible.
 Cancellation is never caught here.
 
-Timeouts bound inactivity, not whole transfers: each connect, each TLS
-handshake, each wait for received bytes and each write of at most
-``WRITE_CHUNK`` bytes gets its own deadline, so a large message that keeps
-flowing never times out while a stalled peer always does.
+Timeouts (see ``_timeouts``): connecting and each TLS handshake are bounded by
+``Timeouts.connect``; each write of at most ``WRITE_CHUNK`` bytes gets its own
+deadline, so a large message that keeps flowing never times out while a
+stalled peer always does; waits for replies are bounded by the caller with
+``deadline()``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import ipaddress
 import socket
 import ssl
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import anyio
 from anyio.abc import ByteStream, SocketAttribute
@@ -30,6 +31,7 @@ from ._errors import (
     TLSCertificateError,
     TLSError,
 )
+from ._timeouts import Timeouts
 from .auth._mechanisms import ChannelBindings
 
 __all__ = ("READ_SIZE", "WRITE_CHUNK", "Transport", "default_ssl_context", "open_transport")
@@ -87,12 +89,11 @@ def _translated(action: str, timeout: float | None, *, handshake: bool = False) 
 class Transport:
     """A byte stream to an SMTP server, owned by one client."""
 
-    __slots__ = ("_stream", "timeout")
+    __slots__ = ("_stream", "timeouts")
 
-    def __init__(self, stream: ByteStream, *, timeout: float | None) -> None:
+    def __init__(self, stream: ByteStream, *, timeouts: Timeouts) -> None:
         self._stream = stream
-        #: Seconds of inactivity allowed per operation (None: no limit).
-        self.timeout = timeout
+        self.timeouts = timeouts
 
     @property
     def stream(self) -> ByteStream:
@@ -140,26 +141,30 @@ class Transport:
             return None
         return f"[IPv6:{ip}]" if ip.version == 6 else f"[{ip}]"
 
-    async def send(self, data: bytes | memoryview, *, action: str) -> None:
-        """Write all of ``data``, each ``WRITE_CHUNK`` under its own deadline."""
+    async def send(self, data: bytes | memoryview, *, action: str, timeout: float | None) -> None:
+        """Write all of ``data``, each ``WRITE_CHUNK`` under its own ``timeout``."""
         if len(data) <= WRITE_CHUNK:
-            with _translated(action, self.timeout):
+            with _translated(action, timeout):
                 await self._stream.send(bytes(data))
             return
         view = memoryview(data)
         for start in range(0, len(view), WRITE_CHUNK):
-            with _translated(action, self.timeout):
+            with _translated(action, timeout):
                 await self._stream.send(bytes(view[start : start + WRITE_CHUNK]))
 
     async def receive(self, *, action: str) -> bytes:
         """Receive the next bytes; EOF is an error because a reply is always owed."""
-        with _translated(action, self.timeout):
+        with _translated(action, None):
             return await self._stream.receive(READ_SIZE)
+
+    def deadline(self, action: str, timeout: float | None) -> AbstractContextManager[None]:
+        """Bound a whole block (e.g. waiting for one reply) by ``timeout``."""
+        return _translated(action, timeout)
 
     async def start_tls(self, ssl_context: ssl.SSLContext | None, hostname: str | None) -> None:
         """Wrap the stream in TLS (client side) and complete the handshake."""
         context = ssl_context or default_ssl_context()
-        with _translated("during the TLS handshake", self.timeout, handshake=True):
+        with _translated("during the TLS handshake", self.timeouts.connect, handshake=True):
             self._stream = await TLSStream.wrap(
                 self._stream,
                 server_side=False,
@@ -179,15 +184,16 @@ async def open_transport(
     host: str,
     port: int,
     *,
-    timeout: float | None,
+    timeouts: Timeouts,
     local_host: str | None = None,
 ) -> Transport:
     """Open a TCP connection (happy eyeballs over every address of ``host``).
 
     :raises ConnectError: the connection could not be made
-    :raises SMTPTimeoutError: connecting took longer than ``timeout``
+    :raises SMTPTimeoutError: connecting took longer than ``timeouts.connect``
     """
     action = f"connecting to {host}:{port}"
+    timeout = timeouts.connect
     try:
         with anyio.fail_after(timeout):
             stream = await anyio.connect_tcp(host, port, local_host=local_host)
@@ -195,4 +201,4 @@ async def open_transport(
         raise SMTPTimeoutError(f"timed out after {_seconds(timeout)} {action}") from exc
     except (OSError, socket.gaierror) as exc:
         raise ConnectError(f"could not connect to {host}:{port}: {exc}") from exc
-    return Transport(stream, timeout=timeout)
+    return Transport(stream, timeouts=timeouts)

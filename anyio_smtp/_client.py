@@ -17,6 +17,7 @@ been left, so the session stays usable.
 from __future__ import annotations
 
 import binascii
+import inspect
 import logging
 import re
 import socket
@@ -74,6 +75,21 @@ from ._protocol.replies import Reply
 from ._protocol.session import NEED_DATA, SMTPSession
 from ._protocol.state import Event, SessionState
 from ._transport import Transport
+from .audit import (
+    AuditEvent,
+    AuditHook,
+    Authenticated,
+    GreetingReceived,
+    MessageAccepted,
+    MessageRejected,
+    RecipientAccepted,
+    RecipientRejected,
+    SenderAccepted,
+    SenderRejected,
+    SessionAborted,
+    SessionQuit,
+    TLSStarted,
+)
 from .auth import MECHANISMS, PREFERENCE, SASLFailure, SASLMechanism
 from .auth._mechanisms import create as create_mechanism
 
@@ -109,11 +125,16 @@ class SendResult:
     @property
     def queue_id(self) -> str | None:
         """The server's queue id for the message, when its reply names one."""
-        for pattern in _QUEUE_ID_PATTERNS:
-            match = pattern.search(self.reply.message)
-            if match:
-                return match[1]
-        return None
+        return queue_id_of(self.reply)
+
+
+def queue_id_of(reply: Reply) -> str | None:
+    """The queue id a final reply names (Postfix, Exim style), or None."""
+    for pattern in _QUEUE_ID_PATTERNS:
+        match = pattern.search(reply.message)
+        if match:
+            return match[1]
+    return None
 
 
 def _log_reply(reply: Reply, *, redact: bool = False) -> None:
@@ -176,6 +197,7 @@ class SMTPClient:
         tls_hostname: str | None = None,
         ehlo_domain: str | None = None,
         allow_insecure_auth: bool = False,
+        audit: AuditHook | None = None,
     ) -> None:
         self._transport = transport
         self._session = SMTPSession(tls=transport.tls)
@@ -183,7 +205,9 @@ class SMTPClient:
         self._tls_hostname = tls_hostname
         self._ehlo_domain = ehlo_domain
         self._allow_insecure_auth = allow_insecure_auth
+        self._audit = audit
         self._stream_closed = False
+        self._ended = False  # SessionQuit or SessionAborted was emitted
 
     # -- state -----------------------------------------------------------------------
 
@@ -248,13 +272,32 @@ class SMTPClient:
             raise
 
     async def _abort(self, reason: BaseException | None) -> None:
-        if not self.closed:
-            logger.debug(
-                "SMTP session aborted: %s",
-                f"{type(reason).__name__}: {reason}" if reason is not None else "closed",
-            )
         self._session.close()
         await self._close_stream()
+        if not self._ended:
+            self._ended = True
+            if reason is None:
+                text, error = "closed without QUIT", None
+            elif isinstance(reason, anyio.get_cancelled_exc_class()):
+                text, error = "cancelled", type(reason).__name__
+            else:
+                text, error = str(reason) or type(reason).__name__, type(reason).__name__
+            logger.debug("SMTP session aborted: %s", text)
+            # Shielded, so the event is recorded even when a cancellation ends the
+            # session; bounded, so a stuck hook can not hold the caller.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(QUIT_TIMEOUT):
+                await self._emit(SessionAborted(text, error))
+
+    async def _emit(self, event: AuditEvent) -> None:
+        """Give an event to the audit hook; its failures are logged, never raised."""
+        if self._audit is None:
+            return
+        try:
+            result = self._audit(event)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            logger.exception("the audit hook failed on a %r event", event.name)
 
     async def _close_stream(self) -> None:
         if not self._stream_closed:
@@ -307,6 +350,7 @@ class SMTPClient:
             if self._ehlo_domain is None:
                 self._ehlo_domain = _default_ehlo_domain(self._transport)
             reply = await self._reply()
+            await self._emit(GreetingReceived(reply))
             if not reply.is_positive:
                 raise ReplyError("greeting", reply, "the server refused the session")
             await self._hello()
@@ -330,6 +374,12 @@ class SMTPClient:
         async with self._exclusive(), self._fatal_on_error():
             await self._transport.start_tls(ssl_context, hostname)
             self._session.tls = True
+            await self._tls_started(starttls=False)
+
+    async def _tls_started(self, *, starttls: bool) -> None:
+        version, cipher = self._transport.tls_version, self._transport.tls_cipher
+        logger.debug("TLS started: %s, %s", version, cipher)
+        await self._emit(TLSStarted(version, cipher, starttls))
 
     # -- public API ------------------------------------------------------------------
 
@@ -372,9 +422,7 @@ class SMTPClient:
                     raise ReplyError("STARTTLS", reply, "the server refused to start TLS")
                 await self._transport.start_tls(ssl_context, hostname)
                 self._session.start_tls()
-                logger.debug(
-                    "TLS started: %s, %s", self._transport.tls_version, self._transport.tls_cipher
-                )
+                await self._tls_started(starttls=True)
                 await self._hello()
 
     async def login(
@@ -414,7 +462,9 @@ class SMTPClient:
             sasl = self._choose_mechanism(username, password, mechanism)
             await sasl.prepare()
             async with self._fatal_on_error():
-                return await self._authenticate(sasl)
+                reply = await self._authenticate(sasl)
+                await self._emit(Authenticated(sasl.name))
+                return reply
 
     def _choose_mechanism(
         self, username: str, password: str, mechanism: str | SASLMechanism | None
@@ -616,6 +666,17 @@ class SMTPClient:
             for rcpt, reply in zip(rcpts, rcpt_replies, strict=False)
             if not reply.is_positive
         }
+        await self._emit(
+            SenderAccepted(mail.sender, mail_reply)
+            if mail_reply.is_positive
+            else SenderRejected(mail.sender, mail_reply)
+        )
+        for rcpt, reply in zip(rcpts, rcpt_replies, strict=False):
+            await self._emit(
+                RecipientAccepted(rcpt.recipient, reply)
+                if reply.is_positive
+                else RecipientRejected(rcpt.recipient, reply)
+            )
         refusal: ReplyError | None = None
         if not mail_reply.is_positive:
             refusal = SenderRefusedError(mail.sender, mail_reply)
@@ -623,6 +684,7 @@ class SMTPClient:
             refusal = RecipientsRefusedError(rejected)
         elif data_reply is not None and data_reply.code != 354:
             refusal = DataRefusedError("DATA", data_reply)
+            await self._emit(MessageRejected("DATA", data_reply))
         if refusal is not None:
             if data_reply is not None and data_reply.code == 354:
                 # RFC 2920 §3.1: DATA was accepted although nothing can be
@@ -632,7 +694,9 @@ class SMTPClient:
 
         final = await self._send_message_data(body.data, accepted)
         if not final.is_positive:
+            await self._emit(MessageRejected("end of data", final))
             return await self._reset_after(DataRefusedError("end of data", final))
+        await self._emit(MessageAccepted(final, queue_id_of(final), accepted))
         return SendResult(final, accepted, MappingProxyType(rejected))
 
     async def _end_empty_data(self) -> Reply:
@@ -712,11 +776,12 @@ class SMTPClient:
         """
         async with self._exclusive():
             self._session.check(Event.QUIT)
-            try:
-                async with self._fatal_on_error():
-                    return await self._command(Quit())
-            finally:
-                await self._abort(None)
+            async with self._fatal_on_error():
+                reply = await self._command(Quit())
+            await self._close_stream()
+            self._ended = True
+            await self._emit(SessionQuit(reply))
+            return reply
 
     async def aclose(self) -> None:
         """End the session: QUIT with a short wait when idle, then close the connection.

@@ -19,6 +19,7 @@ from ._errors import InvalidArgumentError
 from ._protocol.commands import check_domain
 from ._timeouts import DEFAULT_TIMEOUTS, Timeouts
 from ._transport import Transport, open_transport
+from .audit import AuditHook, Connected
 
 __all__ = ("SessionOpener", "connect", "connect_starttls", "connect_stream")
 
@@ -76,12 +77,15 @@ def _check_endpoint(host: str, port: int) -> None:
 async def _start(
     client: SMTPClient,
     *,
+    host: str | None = None,
+    port: int | None = None,
     implicit_tls: bool = False,
     starttls: bool = False,
     ssl_context: ssl.SSLContext | None = None,
     tls_hostname: str | None = None,
 ) -> SMTPClient:
     try:
+        await client._emit(Connected(host, port))
         if implicit_tls:
             await client._start_implicit_tls(ssl_context, tls_hostname)
         await client._open()
@@ -104,6 +108,7 @@ def connect(
     timeout: float | Timeouts | None = DEFAULT_TIMEOUTS,
     allow_insecure_auth: bool = False,
     local_host: str | None = None,
+    audit: AuditHook | None = None,
 ) -> SessionOpener:
     """Open an SMTP session over TCP: plaintext, or implicit TLS with ``tls=True``.
 
@@ -124,6 +129,8 @@ def connect(
         or one number of seconds for all of them; None waits for ever
     :param allow_insecure_auth: permit ``login()`` without TLS
     :param local_host: the local address to connect from
+    :param audit: a function or coroutine function called with each
+        :mod:`anyio_smtp.audit` event of the session
     :raises ConnectError: the TCP connection failed
     :raises TLSError: the TLS handshake failed (``TLSCertificateError``: verification)
     :raises ReplyError: the server refused the session or EHLO
@@ -142,9 +149,15 @@ def connect(
             tls_hostname=tls_hostname or host,
             ehlo_domain=ehlo_domain,
             allow_insecure_auth=allow_insecure_auth,
+            audit=audit,
         )
         return await _start(
-            client, implicit_tls=tls, ssl_context=ssl_context, tls_hostname=tls_hostname or host
+            client,
+            host=host,
+            port=port,
+            implicit_tls=tls,
+            ssl_context=ssl_context,
+            tls_hostname=tls_hostname or host,
         )
 
     return SessionOpener(open_)
@@ -160,6 +173,7 @@ def connect_starttls(
     timeout: float | Timeouts | None = DEFAULT_TIMEOUTS,
     allow_insecure_auth: bool = False,
     local_host: str | None = None,
+    audit: AuditHook | None = None,
 ) -> SessionOpener:
     """Open an SMTP session and require STARTTLS before anything else (RFC 3207).
 
@@ -189,9 +203,15 @@ def connect_starttls(
             tls_hostname=tls_hostname or host,
             ehlo_domain=ehlo_domain,
             allow_insecure_auth=allow_insecure_auth,
+            audit=audit,
         )
         return await _start(
-            client, starttls=True, ssl_context=ssl_context, tls_hostname=tls_hostname or host
+            client,
+            host=host,
+            port=port,
+            starttls=True,
+            ssl_context=ssl_context,
+            tls_hostname=tls_hostname or host,
         )
 
     return SessionOpener(open_)
@@ -204,6 +224,7 @@ def connect_stream(
     ehlo_domain: str | None = None,
     timeout: float | Timeouts | None = DEFAULT_TIMEOUTS,
     allow_insecure_auth: bool = False,
+    audit: AuditHook | None = None,
 ) -> SessionOpener:
     """Run an SMTP session over a byte stream you opened yourself.
 
@@ -228,6 +249,7 @@ def connect_stream(
             tls_hostname=tls_hostname,
             ehlo_domain=ehlo_domain,
             allow_insecure_auth=allow_insecure_auth,
+            audit=audit,
         )
         return await _start(client)
 

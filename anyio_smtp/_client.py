@@ -19,61 +19,61 @@ from __future__ import annotations
 import binascii
 import inspect
 import logging
-import re
 import socket
 import ssl
 from base64 import b64decode
-from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Iterable, Sequence
+from contextlib import aclosing, asynccontextmanager
 from email.message import Message
-from types import MappingProxyType, TracebackType
-from typing import Final
+from types import TracebackType
+from typing import Final, TypeVar
 
 import anyio
 
+from ._engine import (
+    DEFAULT_MAX_IN_FLIGHT,
+    BatchItem,
+    Engine,
+    Flight,
+    Job,
+    batch_jobs,
+    message_job,
+    recipient_list,
+)
 from ._errors import (
     AuthenticationError,
     DataRefusedError,
-    DeliveryUnknownError,
     ExtensionNotSupportedError,
     InsecureAuthError,
     InvalidArgumentError,
     LocalProtocolError,
-    MessageTooLargeError,
-    RecipientsRefusedError,
     RemoteProtocolError,
     ReplyError,
-    SenderRefusedError,
-    ServerDisconnectedError,
     ServiceUnavailableError,
     SessionClosedError,
     SMTPError,
-    SMTPTimeoutError,
 )
-from ._message import prepare_message
-from ._protocol.body import TERMINATOR, EncodedBody, encode_body
 from ._protocol.capabilities import Capabilities
 from ._protocol.commands import (
     Auth,
     AuthResponse,
     Command,
-    Data,
     Ehlo,
     Helo,
-    Mail,
     Noop,
     Quit,
-    Rcpt,
     Rset,
     StartTLS,
     check_credential,
     check_domain,
     check_mailbox,
 )
+from ._protocol.params import Transfer
 from ._protocol.replies import Reply
 from ._protocol.session import NEED_DATA, SMTPSession
 from ._protocol.state import Event, SessionState
+from ._result import SendResult, queue_id_of
+from ._source import Content, MessageSource
 from ._transport import Transport
 from .audit import (
     AuditEvent,
@@ -90,51 +90,19 @@ from .audit import (
     SessionQuit,
     TLSStarted,
 )
-from .auth import MECHANISMS, PREFERENCE, SASLFailure, SASLMechanism
+from .auth import MECHANISMS, PREFERENCE, ChannelBindings, SASLFailure, SASLMechanism
 from .auth._mechanisms import create as create_mechanism
 
-__all__ = ("QUIT_TIMEOUT", "SMTPClient", "SendResult")
+__all__ = ("QUIT_TIMEOUT", "SMTPClient", "SendResult", "queue_id_of")
 
 logger = logging.getLogger("anyio_smtp")
+
+T = TypeVar("T")
 
 #: Most seconds a polite close waits for the reply to QUIT.
 QUIT_TIMEOUT: Final = 5.0
 #: Most 334 challenges one AUTH exchange may take before it is abandoned.
 MAX_AUTH_ROUNDS: Final = 10
-
-# Queue ids in final replies: Postfix "queued as 4Xz...", Exim "id=1tX...-000A".
-_QUEUE_ID_PATTERNS = (
-    re.compile(r"\bqueued as ([A-Za-z0-9]{6,})"),
-    re.compile(r"\bid=([A-Za-z0-9-]{6,})"),
-)
-
-
-@dataclass(frozen=True, slots=True)
-class SendResult:
-    """What became of a message the server accepted.
-
-    :ivar reply: the server's final reply to the message
-    :ivar accepted: the recipients the server accepted, in the order given
-    :ivar rejected: each refused recipient and the server's reply to it
-    """
-
-    reply: Reply
-    accepted: tuple[str, ...]
-    rejected: Mapping[str, Reply] = field(default_factory=lambda: MappingProxyType({}))
-
-    @property
-    def queue_id(self) -> str | None:
-        """The server's queue id for the message, when its reply names one."""
-        return queue_id_of(self.reply)
-
-
-def queue_id_of(reply: Reply) -> str | None:
-    """The queue id a final reply names (Postfix, Exim style), or None."""
-    for pattern in _QUEUE_ID_PATTERNS:
-        match = pattern.search(reply.message)
-        if match:
-            return match[1]
-    return None
 
 
 def _log_reply(reply: Reply, *, redact: bool = False) -> None:
@@ -169,17 +137,6 @@ def _success_data(reply: Reply) -> bytes | None:
         return b64decode(text, validate=True)
     except binascii.Error:
         return None
-
-
-def _recipient_list(recipients: str | Iterable[str]) -> tuple[str, ...]:
-    if isinstance(recipients, str):
-        recipients = (recipients,)
-    checked = tuple(
-        dict.fromkeys(check_mailbox(address, role="recipient") for address in recipients)
-    )
-    if not checked:
-        raise InvalidArgumentError("there must be at least one recipient")
-    return checked
 
 
 class SMTPClient:
@@ -307,15 +264,16 @@ class SMTPClient:
 
     # -- exchanges -------------------------------------------------------------------
 
-    async def _write(self, data: bytes, commands: Iterable[Command]) -> None:
-        names = []
-        for command in commands:
-            names.append(command.name)
-            if logger.isEnabledFor(logging.DEBUG):
+    def _log_commands(self, commands: Iterable[Command]) -> None:
+        if logger.isEnabledFor(logging.DEBUG):
+            for command in commands:
                 logger.debug("C: %s", command.log_line())
+
+    async def _write(self, data: bytes, commands: Sequence[Command]) -> None:
+        self._log_commands(commands)
         await self._transport.send(
             data,
-            action=f"sending {', '.join(names)}",
+            action=f"sending {', '.join(command.name for command in commands)}",
             timeout=self._transport.timeouts.data_block,
         )
 
@@ -428,20 +386,24 @@ class SMTPClient:
     async def login(
         self,
         username: str,
-        password: str,
+        password: str | None = None,
         *,
         mechanism: str | SASLMechanism | None = None,
     ) -> Reply:
         """Authenticate with SMTP AUTH (RFC 4954).
 
         Without ``mechanism`` the strongest one the server offers is used, in
-        the order of :data:`anyio_smtp.auth.PREFERENCE`.  Over a connection
-        without TLS this refuses before sending anything, unless the client was
-        opened with ``allow_insecure_auth=True``.
+        the order of :data:`anyio_smtp.auth.PREFERENCE` (SCRAM with channel
+        binding first; bearer-token mechanisms are never picked on their own).
+        Over a connection without TLS this refuses before sending anything,
+        unless the client was opened with ``allow_insecure_auth=True``.
 
+        :param password: the password, or the OAuth token for
+            ``mechanism="XOAUTH2"``/``"OAUTHBEARER"``
         :param mechanism: a mechanism name to force (e.g. ``"PLAIN"``), or a
-            :class:`~anyio_smtp.auth.SASLMechanism` instance (then ``username``
-            and ``password`` are not used)
+            :class:`~anyio_smtp.auth.SASLMechanism` instance such as
+            ``XOAuth2(user, token_provider)`` (then ``username`` and
+            ``password`` are not used)
         :return: the server's 235 reply
         :raises AuthenticationError: the server refused (session closed)
         :raises InsecureAuthError: the connection is not encrypted
@@ -452,14 +414,14 @@ class SMTPClient:
         """
         if not isinstance(mechanism, SASLMechanism):
             check_credential(username, "user name")
-            check_credential(password, "password")
+            check_credential(password, "password")  # type: ignore[arg-type]
         async with self._exclusive():
             if self._session.authenticated:
                 raise LocalProtocolError("this session is already authenticated")
             self._session.check(Event.AUTH)
             if not self._session.tls and not self._allow_insecure_auth:
                 raise InsecureAuthError()
-            sasl = self._choose_mechanism(username, password, mechanism)
+            sasl = self._choose_mechanism(username, password or "", mechanism)
             await sasl.prepare()
             async with self._fatal_on_error():
                 reply = await self._authenticate(sasl)
@@ -473,6 +435,15 @@ class SMTPClient:
             raise ExtensionNotSupportedError("AUTH")
         bindings = self._transport.channel_bindings()
         offered = self._session.capabilities.auth_mechanisms
+        plus_offered = any(name.endswith("-PLUS") for name in offered)
+
+        def _bindings_for(name: str) -> ChannelBindings | None:
+            # RFC 5802 §6: a client that does not use channel binding although
+            # the server offers it must say "n" (it gets no bindings), never "y".
+            if plus_offered and not name.endswith("-PLUS"):
+                return None
+            return bindings
+
         if isinstance(mechanism, SASLMechanism):
             name = mechanism.name
         elif mechanism is not None:
@@ -493,12 +464,20 @@ class SMTPClient:
                 raise ExtensionNotSupportedError(
                     "AUTH", f"none of {', '.join(PREFERENCE)} is offered"
                 )
-            name = choices[0]
+            failure: InvalidArgumentError | None = None
+            for name in choices:
+                try:
+                    return create_mechanism(name, username, password, _bindings_for(name))
+                except InvalidArgumentError as exc:
+                    # e.g. SASLprep refuses the password for SCRAM: try the next one.
+                    failure = exc
+            assert failure is not None
+            raise failure
         if name not in offered:
             raise ExtensionNotSupportedError(f"AUTH {name}", "the server does not offer it")
         if isinstance(mechanism, SASLMechanism):
             return mechanism
-        return create_mechanism(name, username, password, bindings)
+        return create_mechanism(name, username, password, _bindings_for(name))
 
     async def _authenticate(self, sasl: SASLMechanism) -> Reply:
         reply = await self._command(Auth(sasl.name, sasl.initial_response()))
@@ -516,7 +495,11 @@ class SMTPClient:
                     f"the server sent a challenge that is not base64 during AUTH {sasl.name}"
                 ) from None
             try:
-                response = sasl.respond(challenge)
+                if sasl.blocking:
+                    # Key derivation (SCRAM's PBKDF2) must not stall the event loop.
+                    response = await anyio.to_thread.run_sync(sasl.respond, challenge)
+                else:
+                    response = sasl.respond(challenge)
             except SASLFailure as exc:
                 raise AuthenticationError(sasl.name, reply, str(exc)) from None
             reply = await self._command(AuthResponse(response))
@@ -526,6 +509,7 @@ class SMTPClient:
             sasl.verify_success(_success_data(reply))
         except SASLFailure as exc:
             # RFC 5802 §5.1: the client must verify the server, even after a 235.
+            self._session.authenticated = False
             raise AuthenticationError(sasl.name, reply, str(exc)) from None
         return reply
 
@@ -533,37 +517,48 @@ class SMTPClient:
         self,
         sender: str,
         recipients: str | Iterable[str],
-        message: bytes | bytearray | memoryview | str,
+        message: MessageSource,
+        *,
+        size: int | None = None,
+        transfer: Transfer = "auto",
     ) -> SendResult:
         """Send one message.
 
-        ``message`` is the whole message (header fields and body), as bytes or
-        as a str (sent as UTF-8).  Line endings are normalised to CRLF and
-        lines starting with ``.`` are dot-stuffed.  ``BODY=8BITMIME``,
-        ``SMTPUTF8`` and ``SIZE=`` are added when needed and advertised.  With
-        PIPELINING, MAIL, every RCPT and DATA go in one write.
+        ``message`` is the whole message (header fields and body): ``bytes``, a
+        ``str`` (sent as UTF-8), or, streamed in bounded memory, an iterable or
+        async iterable of ``bytes``, a binary file object or an anyio
+        ``ByteReceiveStream``.  Line endings are normalised to CRLF and lines
+        starting with ``.`` are dot-stuffed.  ``BODY=8BITMIME``, ``SMTPUTF8``
+        and ``SIZE=`` are added when needed and advertised.  With PIPELINING,
+        MAIL, every RCPT and DATA go in one write.
 
         :param sender: the bare reverse-path address; ``""`` is the null sender ``<>``
         :param recipients: one bare address or an iterable of them
+        :param size: for a streamed message, its size (for ``SIZE=``) if known
+        :param transfer: ``"auto"`` (BDAT for large, binary or streamed messages
+            when the server offers CHUNKING, else DATA), ``"data"`` or ``"bdat"``
         :return: the final reply, accepted recipients and refused ones
         :raises SenderRefusedError: MAIL was refused (session reset, still usable)
         :raises RecipientsRefusedError: every recipient was refused (session usable)
-        :raises DataRefusedError: DATA or the message was refused (session usable)
-        :raises ExtensionNotSupportedError: SMTPUTF8 or 8BITMIME is needed but not offered
+        :raises DataRefusedError: DATA, BDAT or the message was refused (session usable)
+        :raises ExtensionNotSupportedError: SMTPUTF8, 8BITMIME or CHUNKING is needed
+            but not offered
         :raises MessageTooLargeError: larger than the server's SIZE limit
-        :raises InvalidArgumentError: an address can not be sent safely
+        :raises InvalidArgumentError: an address or the message can not be sent
+        :raises DeliveryUnknownError: the connection failed after the whole
+            message was sent, before the server's verdict (session closed)
         :raises ServiceUnavailableError: the server said 421 (session closed)
         :raises ServerDisconnectedError: the connection broke (session closed)
         :raises SMTPTimeoutError: the server stalled (session closed)
         :raises SessionClosedError: the session is closed
         """
-        sender = check_mailbox(sender, role="sender", allow_null=True)
-        checked = _recipient_list(recipients)
-        if isinstance(message, str):
-            message = message.encode("utf-8")
-        elif not isinstance(message, (bytes, bytearray, memoryview)):
-            raise InvalidArgumentError("the message must be bytes or str")
-        return await self._send(sender, checked, encode_body(message), smtputf8=False)
+        job = Job(
+            check_mailbox(sender, role="sender", allow_null=True),
+            recipient_list(recipients),
+            Content.of(message, size=size),
+            transfer=transfer,
+        )
+        return await self._send_one(job)
 
     async def send_message(
         self,
@@ -571,6 +566,7 @@ class SMTPClient:
         *,
         sender: str | None = None,
         recipients: str | Iterable[str] | None = None,
+        transfer: Transfer = "auto",
     ) -> SendResult:
         """Send an :class:`email.message.EmailMessage` (or ``Message``).
 
@@ -582,150 +578,101 @@ class SMTPClient:
         :return: as for :meth:`send_mail`
         :raises: as for :meth:`send_mail`
         """
-        if not isinstance(message, Message):
-            raise InvalidArgumentError("send_message() takes an email.message.Message")
-        if sender is not None:
-            sender = check_mailbox(sender, role="sender", allow_null=True)
-        override = list(_recipient_list(recipients)) if recipients is not None else None
-        prepared = prepare_message(message, sender=sender, recipients=override)
-        checked_sender = check_mailbox(prepared.sender, role="sender", allow_null=True)
-        checked = _recipient_list(prepared.recipients)
-        return await self._send(
-            checked_sender, checked, encode_body(prepared.data), smtputf8=prepared.smtputf8
+        return await self._send_one(
+            message_job(message, sender=sender, recipients=recipients, transfer=transfer)
         )
 
-    def _mail_parameters(
-        self, sender: str, recipients: tuple[str, ...], body: EncodedBody, smtputf8: bool
-    ) -> tuple[str, ...]:
-        caps = self._session.capabilities
-        parameters: list[str] = []
-        if not smtputf8:
-            smtputf8 = not sender.isascii() or not all(r.isascii() for r in recipients)
-        if smtputf8 and "SMTPUTF8" not in caps:
-            raise ExtensionNotSupportedError(
-                "SMTPUTF8", "the message has non-ASCII addresses or header fields"
-            )
-        if body.eight_bit:
-            # RFC 6152 §3: 8-bit data only to a server that advertised 8BITMIME.
-            if "8BITMIME" not in caps:
-                raise ExtensionNotSupportedError("8BITMIME", "the message contains 8-bit data")
-            parameters.append("BODY=8BITMIME")
-        if smtputf8:
-            parameters.append("SMTPUTF8")
-        if "SIZE" in caps:
-            limit = caps.size_limit
-            if limit is not None and body.size > limit:
-                raise MessageTooLargeError(body.size, limit)
-            # RFC 1870 §6: the client declares the size with MAIL.
-            parameters.append(f"SIZE={body.size}")
-        return tuple(parameters)
-
-    async def _send(
-        self, sender: str, recipients: tuple[str, ...], body: EncodedBody, *, smtputf8: bool
-    ) -> SendResult:
+    async def _send_one(self, job: Job) -> SendResult:
         async with self._exclusive():
             self._session.check(Event.MAIL)
-            parameters = self._mail_parameters(sender, recipients, body, smtputf8)
-            mail = Mail(sender, parameters)
-            rcpts = [Rcpt(recipient) for recipient in recipients]
-            async with self._fatal_on_error():
-                outcome = await self._transaction(mail, rcpts, body)
+            outcome = await Engine(self, max_in_flight=1).send_one(job)
         if isinstance(outcome, SMTPError):
             raise outcome
         return outcome
 
-    async def _transaction(
-        self, mail: Mail, rcpts: list[Rcpt], body: EncodedBody
-    ) -> SendResult | ReplyError:
-        """Run one mail transaction; a refusal is reset and returned, not raised."""
-        if self._session.pipelining:
-            # RFC 2920 §3.1: MAIL, the RCPTs and DATA may go in one group;
-            # the replies come back in order and each one is checked.
-            group: list[Command] = [mail, *rcpts, Data()]
-            data = b"".join(self._session.send(command) for command in group)
-            await self._write(data, group)
-            mail_reply = await self._reply()
-            rcpt_replies = [await self._reply() for _ in rcpts]
-            data_reply: Reply | None = await self._reply()
-        else:
-            mail_reply = await self._command(mail)
-            rcpt_replies = []
-            data_reply = None
-            if mail_reply.is_positive:
-                rcpt_replies = [await self._command(rcpt) for rcpt in rcpts]
-                if any(reply.is_positive for reply in rcpt_replies):
-                    data_reply = await self._command(Data())
+    async def send_many(
+        self,
+        messages: Iterable[BatchItem] | AsyncIterable[BatchItem],
+        *,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        transfer: Transfer = "auto",
+    ) -> AsyncIterator[SendResult | SMTPError]:
+        """Send a batch of messages, as fast as the server allows.
 
-        accepted = tuple(
-            rcpt.recipient
-            for rcpt, reply in zip(rcpts, rcpt_replies, strict=False)
-            if reply.is_positive
-        )
-        rejected = {
-            rcpt.recipient: reply
-            for rcpt, reply in zip(rcpts, rcpt_replies, strict=False)
-            if not reply.is_positive
-        }
-        await self._emit(
-            SenderAccepted(mail.sender, mail_reply)
-            if mail_reply.is_positive
-            else SenderRejected(mail.sender, mail_reply)
-        )
-        for rcpt, reply in zip(rcpts, rcpt_replies, strict=False):
-            await self._emit(
-                RecipientAccepted(rcpt.recipient, reply)
-                if reply.is_positive
-                else RecipientRejected(rcpt.recipient, reply)
-            )
-        refusal: ReplyError | None = None
-        if not mail_reply.is_positive:
-            refusal = SenderRefusedError(mail.sender, mail_reply)
-        elif not accepted:
-            refusal = RecipientsRefusedError(rejected)
-        elif data_reply is not None and data_reply.code != 354:
-            refusal = DataRefusedError("DATA", data_reply)
-            await self._emit(MessageRejected("DATA", data_reply))
-        if refusal is not None:
-            if data_reply is not None and data_reply.code == 354:
-                # RFC 2920 §3.1: DATA was accepted although nothing can be
-                # delivered; end the data at once with a lone ".".
-                await self._end_empty_data()
-            return await self._reset_after(refusal)
+        ``messages`` (an iterable or async iterable, read as the batch goes)
+        holds :class:`~email.message.EmailMessage` objects or ``(sender,
+        recipients, message)`` tuples as :meth:`send_mail` takes them.  With
+        PIPELINING each message costs one round trip in steady state: its data
+        goes in the same write as the next message's MAIL, RCPTs and DATA (RFC
+        2920 §3.1); without it, messages go one command at a time.
 
-        final = await self._send_message_data(body.data, accepted)
-        if not final.is_positive:
-            await self._emit(MessageRejected("end of data", final))
-            return await self._reset_after(DataRefusedError("end of data", final))
-        await self._emit(MessageAccepted(final, queue_id_of(final), accepted))
-        return SendResult(final, accepted, MappingProxyType(rejected))
+        Yields one outcome per message, in order: a :class:`SendResult`, or the
+        :class:`SMTPError` that message got (returned, not raised: a refused
+        message does not stop the batch).  A failure of the session itself
+        raises, after the messages in flight were given outcomes
+        (``DeliveryUnknownError`` for one whose data was fully sent).  Do not
+        call other methods of this client inside the loop; leaving the loop
+        early closes the session if a message is still in flight.
 
-    async def _end_empty_data(self) -> Reply:
-        """End a data phase that carries nothing deliverable with a lone "."."""
-        self._session.send_data(TERMINATOR, end=True)
-        logger.debug("C: .")
-        await self._transport.send(
-            TERMINATOR,
-            action="ending the message data",
-            timeout=self._transport.timeouts.data_block,
-        )
-        return await self._reply()
-
-    async def _send_message_data(self, data: bytes, accepted: tuple[str, ...]) -> Reply:
-        """Send a whole encoded message and return the server's verdict.
-
-        Once the end of the data has been sent, a lost connection or a timeout
-        no longer means "not delivered": the server may have accepted the
-        message just before (RFC 1047), so it becomes ``DeliveryUnknownError``.
+        :param max_in_flight: most messages started and not yet answered;
+            1 turns off pipelining across messages
+        :param transfer: as for :meth:`send_mail`
+        :raises SessionClosedError: the session is closed
+        :raises InvalidArgumentError: ``max_in_flight`` is not a positive int
         """
-        self._session.send_data(data, end=True)
-        logger.debug("C: [message data, %d octets]", len(data))
-        await self._transport.send(
-            data, action="sending the message data", timeout=self._transport.timeouts.data_block
+        if (
+            isinstance(max_in_flight, bool)
+            or not isinstance(max_in_flight, int)
+            or max_in_flight < 1
+        ):
+            raise InvalidArgumentError("max_in_flight must be a positive int")
+        async with self._exclusive():
+            self._session.check(Event.MAIL)
+            engine = Engine(self, max_in_flight=max_in_flight)
+            finished = False
+            try:
+                async with aclosing(engine.run(batch_jobs(messages, transfer))) as outcomes:
+                    async for outcome in outcomes:
+                        yield outcome
+                finished = True
+            finally:
+                if not finished and not self.closed and engine.in_transaction:
+                    # The caller left with a message half sent: the only safe
+                    # way out of a data phase is to drop the connection.
+                    await self._abort(None)
+
+    # -- helpers for the sending engine ------------------------------------------------
+
+    async def _in_session(self, coroutine: Awaitable[T]) -> T:
+        """Run part of an exchange under the single poison point."""
+        async with self._fatal_on_error():
+            return await coroutine
+
+    def _log_data(self, size: int) -> None:
+        logger.debug("C: [message data, %d octets]", size)
+
+    async def _emit_flight(self, flight: Flight) -> None:
+        """The audit events of a settled message."""
+        if self._audit is None or flight.mail_reply is None:
+            return
+        mail_reply = flight.mail_reply
+        await self._emit(
+            SenderAccepted(flight.mail.sender, mail_reply)
+            if mail_reply.is_positive
+            else SenderRejected(flight.mail.sender, mail_reply)
         )
-        try:
-            return await self._reply()
-        except (ServerDisconnectedError, SMTPTimeoutError) as exc:
-            raise DeliveryUnknownError(accepted, exc) from exc
+        for rcpt, reply in zip(flight.rcpts, flight.rcpt_replies, strict=True):
+            if reply is not None:
+                await self._emit(
+                    RecipientAccepted(rcpt.recipient, reply)
+                    if reply.is_positive
+                    else RecipientRejected(rcpt.recipient, reply)
+                )
+        outcome = flight.outcome
+        if isinstance(outcome, SendResult):
+            await self._emit(MessageAccepted(outcome.reply, outcome.queue_id, outcome.accepted))
+        elif isinstance(outcome, DataRefusedError):
+            await self._emit(MessageRejected(outcome.command, outcome.reply))
 
     async def _reset_after(self, refusal: ReplyError) -> ReplyError:
         """Reset the refused transaction; return the refusal for the caller."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ("BodyEncoder", "EncodedBody", "encode_body")
+__all__ = ("BodyEncoder", "EncodedBody", "encode_body", "normalize_body")
 
 _LINE_ENDING = re.compile(rb"\r\n|\r|\n")
 #: What ends the message data (RFC 5321 §4.1.1.4).
@@ -44,11 +44,17 @@ class EncodedBody:
 
 
 class BodyEncoder:
-    """Encodes message data chunk by chunk; the output equals ``encode_body``'s."""
+    """Encodes message data chunk by chunk; the output equals ``encode_body``'s.
 
-    __slots__ = ("_at_line_start", "_pending_cr", "eight_bit", "size")
+    :param dot_stuff: dot-stuff and add the terminator (for DATA); without it
+        only line endings are normalised (for BDAT, RFC 3030 §2: "no
+        dot-stuffing or other transformation")
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_at_line_start", "_dot_stuff", "_pending_cr", "eight_bit", "size")
+
+    def __init__(self, *, dot_stuff: bool = True) -> None:
+        self._dot_stuff = dot_stuff
         self._pending_cr = False
         self._at_line_start = True
         #: Octets of normalised message data produced so far (RFC 1870 size).
@@ -75,6 +81,9 @@ class BodyEncoder:
         if data.count(b"\r") != data.count(b"\n") or data.count(b"\r\n") != data.count(b"\n"):
             data = _LINE_ENDING.sub(b"\r\n", data)
         self.size += len(data)
+        if not self._dot_stuff:
+            self._at_line_start = data.endswith(b"\r\n")
+            return data
         stuffed = data.replace(b"\r\n.", b"\r\n..")
         if self._at_line_start and stuffed.startswith(b"."):
             stuffed = b"." + stuffed
@@ -82,7 +91,10 @@ class BodyEncoder:
         return stuffed
 
     def finish(self) -> bytes:
-        """Return what is left: a final line ending if needed, then ``.<CRLF>``."""
+        """Return what is left: a final line ending if needed, then ``.<CRLF>``.
+
+        Without dot-stuffing there is no terminator: only the final line ending.
+        """
         tail = b""
         if self._pending_cr:
             self._pending_cr = False
@@ -91,7 +103,13 @@ class BodyEncoder:
             tail = b"\r\n"
         self.size += len(tail)
         self._at_line_start = True
-        return tail + TERMINATOR
+        return tail + TERMINATOR if self._dot_stuff else tail
+
+
+def normalize_body(data: bytes | bytearray | memoryview) -> bytes:
+    """CRLF line endings and a final CRLF, nothing else (the data of BDAT)."""
+    encoder = BodyEncoder(dot_stuff=False)
+    return encoder.encode(data) + encoder.finish()
 
 
 def encode_body(data: bytes | bytearray | memoryview) -> EncodedBody:

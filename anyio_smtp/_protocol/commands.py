@@ -25,6 +25,7 @@ __all__ = (
     "MAX_PATH_LENGTH",
     "Auth",
     "AuthResponse",
+    "Bdat",
     "Command",
     "Data",
     "Ehlo",
@@ -369,6 +370,26 @@ class Data(Command):
 
     def reply_event(self, reply: Reply) -> Event:
         return Event.DATA_READY if reply.code == 354 else Event.DATA_REFUSED
+
+
+@dataclass(frozen=True, slots=True)
+class Bdat(Command):
+    """``BDAT <size> [LAST]`` (RFC 3030 §2); exactly ``size`` octets of data follow."""
+
+    size: int
+    last: bool = False
+    name: ClassVar[str] = "BDAT"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 0:
+            raise InvalidArgumentError("a BDAT chunk size must be a non-negative int")
+
+    @property
+    def event(self) -> Event:  # type: ignore[override]
+        return Event.BDAT_LAST if self.last else Event.BDAT
+
+    def encode(self) -> bytes:
+        return f"BDAT {self.size}{' LAST' if self.last else ''}\r\n".encode("ascii")
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,8 @@ Rules (each enforced by ``transition`` below and unit-tested):
   says they "can only appear as the last command in a group".
 * MAIL opens a transaction (MAIL); RCPT stays there; DATA waits for 354;
   message data is sent in BODY; its end goes back to READY at once, so with
-  PIPELINING the next transaction may follow before the final reply.
+  PIPELINING the next transaction may follow before the final reply.  With
+  CHUNKING, BDAT chunks are sent from MAIL and the LAST one returns to READY.
 * A refused transaction command does not change the state; the client resets
   with RSET (MAIL -> READY).
 * A 421 reply (RFC 5321 §3.8), a QUIT reply, a broken connection or any
@@ -58,6 +59,8 @@ class Event(enum.Enum):
     MAIL = "MAIL"
     RCPT = "RCPT"
     DATA = "DATA"
+    BDAT = "BDAT"
+    BDAT_LAST = "BDAT LAST"
     BODY_CHUNK = "message data"
     END_OF_DATA = "end of data"
     RSET = "RSET"
@@ -101,6 +104,9 @@ TRANSITIONS: dict[tuple[SessionState, Event], SessionState] = {
     (S.AUTH, E.AUTH_DONE): S.READY,
     (S.READY, E.MAIL): S.MAIL,
     (S.MAIL, E.RCPT): S.MAIL,
+    # RFC 3030 §2: BDAT chunks carry the data; the LAST one ends the transaction.
+    (S.MAIL, E.BDAT): S.MAIL,
+    (S.MAIL, E.BDAT_LAST): S.READY,
     (S.MAIL, E.DATA): S.DATA,
     (S.DATA, E.DATA_READY): S.BODY,
     (S.DATA, E.DATA_REFUSED): S.MAIL,
@@ -126,7 +132,19 @@ del _state
 #: Commands that may be sent while earlier replies are still owed, when the
 #: server advertised PIPELINING (RFC 2920 §3.1).
 PIPELINABLE = frozenset(
-    {E.MAIL, E.RCPT, E.DATA, E.RSET, E.NOOP, E.QUIT, E.EHLO, E.BODY_CHUNK, E.END_OF_DATA}
+    {
+        E.MAIL,
+        E.RCPT,
+        E.DATA,
+        E.BDAT,
+        E.BDAT_LAST,
+        E.RSET,
+        E.NOOP,
+        E.QUIT,
+        E.EHLO,
+        E.BODY_CHUNK,
+        E.END_OF_DATA,
+    }
 )
 #: Commands after which nothing may be sent until their reply is in: RFC 2920
 #: §3.1, "EHLO, DATA, VRFY, EXPN, TURN, QUIT, and NOOP ... can only appear as the

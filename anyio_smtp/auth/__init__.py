@@ -1,9 +1,14 @@
 """SASL mechanisms for ``SMTPClient.login`` (RFC 4954), free of I/O.
 
 ``login(username, password)`` picks the strongest mechanism the server offers
-from :data:`PREFERENCE`; ``login(..., mechanism="PLAIN")`` forces one, and an
-instance of a :class:`SASLMechanism` subclass may be passed to run a mechanism
-of your own.
+from :data:`PREFERENCE` (SCRAM-SHA-256-PLUS first, LOGIN last);
+``login(..., mechanism="PLAIN")`` forces one, and an instance of a
+:class:`SASLMechanism` subclass may be passed to run a mechanism of your own.
+
+OAuth 2.0 access tokens go through XOAUTH2 or OAUTHBEARER, which are only used
+when asked for: ``login(user, token, mechanism="XOAUTH2")``, or with a token
+provider called at login time,
+``login(user, "", mechanism=OAuthBearer(user, provider, host=..., port=...))``.
 """
 
 from ._mechanisms import (
@@ -16,6 +21,8 @@ from ._mechanisms import (
     SASLFailure,
     SASLMechanism,
 )
+from ._oauth import OAuthBearer, TokenProvider, XOAuth2
+from ._scram import ScramSHA1, ScramSHA1Plus, ScramSHA256, ScramSHA256Plus
 
 __all__ = (
     "MECHANISMS",
@@ -23,7 +30,14 @@ __all__ = (
     "ChannelBindings",
     "CramMD5",
     "Login",
+    "OAuthBearer",
     "Plain",
     "SASLFailure",
     "SASLMechanism",
+    "ScramSHA1",
+    "ScramSHA1Plus",
+    "ScramSHA256",
+    "ScramSHA256Plus",
+    "TokenProvider",
+    "XOAuth2",
 )

@@ -11,6 +11,9 @@ The client drives a mechanism so::
     334 <challenge>  ->  respond(challenge)     # as often as the server asks
     235 [data]       ->  verify_success(data)   # may still refuse (SCRAM)
     4xx/5xx          ->  AuthenticationError, with failure_detail() if any
+
+PLAIN, LOGIN and CRAM-MD5 live here; SCRAM-SHA-1/-256 (and -PLUS) in
+``_scram``, XOAUTH2 and OAUTHBEARER in ``_oauth``, SASLprep in ``_saslprep``.
 """
 
 from __future__ import annotations
@@ -71,6 +74,8 @@ class SASLMechanism(ABC):
     name: ClassVar[str]
     #: Whether ``login()`` may pick this mechanism on its own.
     auto_select: ClassVar[bool] = True
+    #: Whether ``respond()`` does enough work (key derivation) to run in a thread.
+    blocking: ClassVar[bool] = False
 
     async def prepare(self) -> None:  # noqa: B027 (doing nothing is the right default)
         """Get ready for the exchange (called once, before AUTH is sent)."""
@@ -167,17 +172,43 @@ class CramMD5(_UserPassword):
         return self._username.encode() + b" " + digest.encode("ascii")
 
 
+# The SCRAM and bearer-token mechanisms subclass the classes above, so they can
+# only be imported now (``anyio_smtp.auth`` always loads this module first).
+from ._oauth import OAuthBearer, XOAuth2  # noqa: E402
+from ._scram import ScramSHA1, ScramSHA1Plus, ScramSHA256, ScramSHA256Plus  # noqa: E402
+
 #: The mechanisms ``login()`` knows, by name: each is called with the user name,
-#: the password and the TLS channel bindings (None without TLS).
+#: the password (for XOAUTH2 and OAUTHBEARER: the access token) and the TLS
+#: channel bindings (None without TLS).  The -PLUS factories raise
+#: ``InvalidArgumentError`` without channel bindings.
 MECHANISMS: dict[str, Callable[[str, str, ChannelBindings | None], SASLMechanism]] = {
+    ScramSHA256Plus.name: ScramSHA256Plus,
+    ScramSHA256.name: ScramSHA256,
+    ScramSHA1Plus.name: ScramSHA1Plus,
+    ScramSHA1.name: ScramSHA1,
     CramMD5.name: CramMD5,
     Plain.name: Plain,
     Login.name: Login,
+    XOAuth2.name: XOAuth2.for_login,
+    OAuthBearer.name: OAuthBearer.for_login,
 }
 
 #: The order ``login()`` prefers among the mechanisms a server offers,
-#: strongest first.
-PREFERENCE: tuple[str, ...] = ("CRAM-MD5", "PLAIN", "LOGIN")
+#: strongest first.  SCRAM proves the password without sending it and checks
+#: the server too; -PLUS also binds the exchange to the TLS connection (the
+#: client skips -PLUS names without TLS).  CRAM-MD5 keeps the password off the
+#: wire but needs it stored in clear on the server; PLAIN and LOGIN send it
+#: (inside TLS).  XOAUTH2 and OAUTHBEARER take a token, not a password, so they
+#: are never picked on their own.
+PREFERENCE: tuple[str, ...] = (
+    "SCRAM-SHA-256-PLUS",
+    "SCRAM-SHA-256",
+    "SCRAM-SHA-1-PLUS",
+    "SCRAM-SHA-1",
+    "CRAM-MD5",
+    "PLAIN",
+    "LOGIN",
+)
 
 
 def create(

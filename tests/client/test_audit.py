@@ -28,6 +28,7 @@ from anyio_smtp.audit import (
     TLSStarted,
 )
 from anyio_smtp.testing import SMTPTestServer, memory_stream_pair, throwaway_tls
+from tests.client.scripted import PIPELINING_EHLO, Peer, scripted
 
 USER, PASSWORD = "alice@example.test", "s3cret-Pa55"
 BODY = b"Subject: audit\r\n\r\nsecret body marker 7f3a\r\n"
@@ -226,30 +227,28 @@ async def test_421_aborts_once_with_the_reply_text() -> None:
 
 async def test_cancellation_aborts_once() -> None:
     record = Recorder()
-    reached = anyio.Event()
+    waiting = anyio.Event()
 
-    async def stall(event: AuditEvent) -> None:
-        record(event)
-        if event.name == "sender-accepted":
-            reached.set()
+    async def server(peer: Peer) -> None:
+        await peer.greet(PIPELINING_EHLO)
+        for _ in range(3):  # MAIL, RCPT, DATA
+            await peer.line()
+        waiting.set()  # and never answer
+        await peer.rest()
 
-    async with make_server(auth_require_tls=False) as server:
-        server.reply("DATA", "354 go ahead")  # normal reply; keeps the rule list simple
-        async with served(server, stall) as smtp:
-            with anyio.CancelScope() as scope:
-                async with anyio.create_task_group() as group:
+    async with scripted(server) as stream:
+        smtp = await anyio_smtp.connect_stream(stream, ehlo_domain="client.test", audit=record)
+        async with anyio.create_task_group() as group:
 
-                    async def cancel_when_reached() -> None:
-                        await reached.wait()
-                        scope.cancel()
+            async def cancel_when_waiting() -> None:
+                await waiting.wait()
+                group.cancel_scope.cancel()
 
-                    group.start_soon(cancel_when_reached)
-                    # The hook awaits nothing, so cancel at the next checkpoint:
-                    # the message data write.
-                    await smtp.send_mail(USER, ["bob@example.test"], BODY)
-            assert scope.cancelled_caught
-            assert smtp.closed
-    assert record.names.count("session-aborted") == 1
+            group.start_soon(cancel_when_waiting)
+            await smtp.send_mail(USER, ["bob@example.test"], BODY)
+        assert smtp.closed
+        assert stream.closed
+    assert record.names == ["connected", "greeting", "session-aborted"]
     assert record.events[-1] == SessionAborted("cancelled", record.events[-1].error)  # type: ignore[attr-defined]
 
 

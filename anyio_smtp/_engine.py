@@ -1,0 +1,704 @@
+"""The sending engine: one message or a batch, pipelined across transactions.
+
+How this works
+--------------
+
+Every message becomes a ``Flight``: its MAIL/RCPT commands, its content, and
+the replies they get.  With PIPELINING the engine works in *rounds*.  A round
+writes one group and reads every reply that group is owed:
+
+    [body of the message whose DATA got 354, "."]  [RSET]  [MAIL, RCPT..., DATA]
+
+so in steady state a message costs one round trip: its data travels with the
+next message's envelope (RFC 2920 §3.1 lets MAIL, RCPT and RSET go anywhere in
+a group and DATA end it).  A message sent with BDAT (CHUNKING) needs no 354,
+so its whole transaction fits in a group and the next ones can follow in the
+same group, up to ``max_in_flight`` messages.
+
+Inside a round a writer task and a reader task run side by side, so the
+client never stops reading replies while it writes (no deadlock against a full
+send buffer, RFC 2920 §3.3).  Replies are matched to the commands in order:
+the engine keeps its own FIFO of expected replies ("slots"), in step with the
+session's, and every reply is checked.
+
+Rounds end with no task running, and only then are outcomes handed to the
+caller (an async generator must not yield inside a task group).  Outcomes come
+in input order, one per message: a ``SendResult`` or the message's own
+``SMTPError``.  A failure of the session itself raises, after every message
+that was in flight has been given an outcome saying whether it may have been
+delivered.
+
+Without PIPELINING each message goes strictly one command at a time, with the
+same outcomes.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass
+from email.message import Message
+from types import MappingProxyType
+from typing import TYPE_CHECKING, TypeAlias
+
+import anyio
+
+from ._errors import (
+    DataRefusedError,
+    DeliveryUnknownError,
+    ExtensionNotSupportedError,
+    InvalidArgumentError,
+    RecipientsRefusedError,
+    ReplyError,
+    SenderRefusedError,
+    ServerDisconnectedError,
+    SMTPError,
+    SMTPTimeoutError,
+)
+from ._message import prepare_message
+from ._protocol.body import TERMINATOR, BodyEncoder
+from ._protocol.commands import Bdat, Command, Data, Mail, Rcpt, Rset, check_mailbox
+from ._protocol.params import Transfer, TransferPlan, plan_transfer
+from ._protocol.replies import Reply
+from ._protocol.state import SessionState
+from ._result import SendResult
+from ._source import Content, MessageSource
+
+if TYPE_CHECKING:
+    from ._client import SMTPClient
+
+__all__ = (
+    "BDAT_CHUNK",
+    "DEFAULT_MAX_IN_FLIGHT",
+    "BatchItem",
+    "Engine",
+    "Flight",
+    "Job",
+    "batch_jobs",
+    "message_job",
+    "recipient_list",
+)
+
+#: Most octets in one BDAT chunk (the memory a streamed BDAT message needs).
+BDAT_CHUNK = 1024 * 1024
+#: Groups up to this size go out in one write.
+WRITE_COALESCE = 64 * 1024
+#: Messages a batch keeps in flight unless told otherwise.
+DEFAULT_MAX_IN_FLIGHT = 16
+
+
+@dataclass(slots=True)
+class Job:
+    """One message whose arguments are valid; not yet planned against the server."""
+
+    sender: str
+    recipients: tuple[str, ...]
+    content: Content
+    smtputf8: bool = False
+    transfer: Transfer = "auto"
+
+
+#: One message of a batch: an email message, or (sender, recipients, message).
+BatchItem: TypeAlias = Message | tuple[str, str | Iterable[str], MessageSource]
+
+
+def recipient_list(recipients: str | Iterable[str]) -> tuple[str, ...]:
+    """Validate recipients (one address or several); drop repeats, keep the order."""
+    if isinstance(recipients, str):
+        recipients = (recipients,)
+    checked = tuple(
+        dict.fromkeys(check_mailbox(address, role="recipient") for address in recipients)
+    )
+    if not checked:
+        raise InvalidArgumentError("there must be at least one recipient")
+    return checked
+
+
+def message_job(
+    message: Message,
+    *,
+    sender: str | None = None,
+    recipients: str | Iterable[str] | None = None,
+    transfer: Transfer = "auto",
+) -> Job:
+    """A job for an email message (envelope from its header fields unless given)."""
+    if not isinstance(message, Message):
+        raise InvalidArgumentError("send_message() takes an email.message.Message")
+    if sender is not None:
+        sender = check_mailbox(sender, role="sender", allow_null=True)
+    override = list(recipient_list(recipients)) if recipients is not None else None
+    prepared = prepare_message(message, sender=sender, recipients=override)
+    return Job(
+        check_mailbox(prepared.sender, role="sender", allow_null=True),
+        recipient_list(prepared.recipients),
+        Content.of(prepared.data),
+        smtputf8=prepared.smtputf8,
+        transfer=transfer,
+    )
+
+
+def _item_job(item: object, transfer: Transfer) -> Job:
+    if isinstance(item, Message):
+        return message_job(item, transfer=transfer)
+    if not isinstance(item, tuple) or len(item) != 3:
+        raise InvalidArgumentError(
+            "each message must be an email.message.Message or a (sender, recipients, message) tuple"
+        )
+    sender, recipients, message = item
+    return Job(
+        check_mailbox(sender, role="sender", allow_null=True),
+        recipient_list(recipients),
+        Content.of(message),
+        transfer=transfer,
+    )
+
+
+async def batch_jobs(
+    messages: Iterable[BatchItem] | AsyncIterable[BatchItem], transfer: Transfer
+) -> AsyncGenerator[Job | SMTPError, None]:
+    """Jobs for a batch, read lazily; an invalid message becomes its own error."""
+    if isinstance(messages, AsyncIterable):
+        try:
+            async for item in messages:
+                yield _checked_job(item, transfer)
+        finally:
+            close = getattr(messages, "aclose", None)
+            if close is not None:
+                await close()
+    else:
+        for item in messages:
+            yield _checked_job(item, transfer)
+
+
+def _checked_job(item: object, transfer: Transfer) -> Job | SMTPError:
+    try:
+        return _item_job(item, transfer)
+    except SMTPError as exc:
+        return exc
+
+
+class _Kind(enum.Enum):
+    MAIL = "MAIL"
+    RCPT = "RCPT"
+    DATA = "DATA"
+    CHUNK = "BDAT"
+    FINAL = "final"  # the reply to the end of data or to BDAT LAST
+    RSET = "RSET"
+
+
+@dataclass(slots=True)
+class _Slot:
+    """A reply the engine is owed, and whose it is."""
+
+    kind: _Kind
+    flight: Flight | None  # None for RSET
+    index: int = 0
+
+
+class Flight:
+    """One message on its way, with every reply it got."""
+
+    __slots__ = (
+        "chunk_refusal",
+        "data_reply",
+        "final_reply",
+        "job",
+        "lone_dot",
+        "mail",
+        "mail_reply",
+        "outcome",
+        "plan",
+        "rcpt_replies",
+        "rcpts",
+        "written",
+    )
+
+    def __init__(self, job: Job, plan: TransferPlan) -> None:
+        self.job = job
+        self.plan = plan
+        self.mail = Mail(job.sender, plan.parameters)
+        self.rcpts = [Rcpt(recipient) for recipient in job.recipients]
+        self.mail_reply: Reply | None = None
+        self.rcpt_replies: list[Reply | None] = [None] * len(self.rcpts)
+        self.data_reply: Reply | None = None
+        self.chunk_refusal: Reply | None = None
+        self.final_reply: Reply | None = None
+        #: The whole message (terminator or BDAT LAST) has been written.
+        self.written = False
+        #: DATA got 354 but nothing can be delivered: end it with a lone ".".
+        self.lone_dot = False
+        self.outcome: SendResult | SMTPError | None = None
+
+    @property
+    def accepted(self) -> tuple[str, ...]:
+        return tuple(
+            rcpt.recipient
+            for rcpt, reply in zip(self.rcpts, self.rcpt_replies, strict=True)
+            if reply is not None and reply.is_positive
+        )
+
+    @property
+    def rejected(self) -> dict[str, Reply]:
+        return {
+            rcpt.recipient: reply
+            for rcpt, reply in zip(self.rcpts, self.rcpt_replies, strict=True)
+            if reply is not None and not reply.is_positive
+        }
+
+    def envelope_refusal(self) -> ReplyError | None:
+        """The refusal of MAIL or of every RCPT, if the replies so far say so."""
+        if self.mail_reply is not None and not self.mail_reply.is_positive:
+            return SenderRefusedError(self.mail.sender, self.mail_reply)
+        if all(reply is not None for reply in self.rcpt_replies) and not self.accepted:
+            return RecipientsRefusedError(self.rejected)
+        return None
+
+
+class _Done:
+    """A message settled before it was sent (invalid, or refused by the plan)."""
+
+    __slots__ = ("outcome",)
+
+    def __init__(self, outcome: SMTPError) -> None:
+        self.outcome = outcome
+
+
+def _leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The exception that matters in a task group's exception group."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    cancelled = anyio.get_cancelled_exc_class()
+    for leaf in leaves:
+        if not isinstance(leaf, cancelled):
+            return leaf
+    return leaves[0]
+
+
+class Engine:
+    """Sends messages over one client (whose lock the caller holds)."""
+
+    def __init__(self, client: SMTPClient, *, max_in_flight: int) -> None:
+        self._client = client
+        self._session = client._session
+        self._transport = client._transport
+        self._max_in_flight = max_in_flight
+        self._slots: deque[_Slot] = deque()
+        self._needs_rset = False
+        self._last_refusal: ReplyError | None = None
+        self._wake = anyio.Event()
+        self._writer_done = False
+        self._out = bytearray()
+        self._out_slots: list[tuple[_Kind, Flight | None, int]] = []
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a message is half way (replies owed, or a data phase open)."""
+        return bool(self._session.pending) or self._session.state is not SessionState.READY
+
+    # -- planning ----------------------------------------------------------------------
+
+    def _flight(self, job: Job) -> Flight | _Done:
+        try:
+            plan = plan_transfer(
+                self._session.capabilities,
+                size=job.content.size,
+                eight_bit=job.content.eight_bit,
+                binary=job.content.binary,
+                smtputf8=job.smtputf8
+                or not job.sender.isascii()
+                or not all(r.isascii() for r in job.recipients),
+                transfer=job.transfer,
+            )
+        except SMTPError as exc:
+            return _Done(exc)
+        return Flight(job, plan)
+
+    # -- whole runs --------------------------------------------------------------------
+
+    async def send_one(self, job: Job) -> SendResult | SMTPError:
+        """Send one message; return its outcome or raise the session's failure."""
+
+        async def one() -> AsyncGenerator[Job | SMTPError, None]:
+            yield job
+
+        outcome: SendResult | SMTPError | None = None
+        try:
+            async with aclosing(self.run(one())) as results:
+                async for result in results:
+                    outcome = result
+        except SMTPError:
+            # The session failed; if the message was fully sent, say that its
+            # fate is unknown rather than that the connection broke.
+            if isinstance(outcome, DeliveryUnknownError):
+                raise outcome from outcome.__cause__
+            raise
+        assert outcome is not None
+        return outcome
+
+    async def run(
+        self, jobs: AsyncGenerator[Job | SMTPError, None]
+    ) -> AsyncGenerator[SendResult | SMTPError, None]:
+        """Send ``jobs`` (and close it); yield one outcome per job, in order."""
+        runner = self._run_pipelined if self._session.pipelining else self._run_lock_step
+        async with aclosing(jobs), aclosing(runner(jobs)) as outcomes:
+            async for outcome in outcomes:
+                yield outcome
+
+    async def _run_lock_step(
+        self, jobs: AsyncGenerator[Job | SMTPError, None]
+    ) -> AsyncGenerator[SendResult | SMTPError, None]:
+        async for job in jobs:
+            item = _Done(job) if isinstance(job, SMTPError) else self._flight(job)
+            if isinstance(item, Flight):
+                item.outcome = await self._client._in_session(self._lock_step(item))
+            yield self._take(item)
+
+    async def _lock_step(self, flight: Flight) -> SendResult | SMTPError:
+        """One message, one command at a time (no PIPELINING)."""
+        client = self._client
+        flight.mail_reply = await client._command(flight.mail)
+        if flight.mail_reply.is_positive:
+            for index, rcpt in enumerate(flight.rcpts):
+                flight.rcpt_replies[index] = await client._command(rcpt)
+            if flight.accepted:
+                if flight.plan.bdat:
+                    await self._write_bdat(flight, lock_step=True)
+                else:
+                    flight.data_reply = await client._command(Data())
+                    if flight.data_reply.code == 354:
+                        await self._write_data(flight)
+                        await self._flush(expect=False)
+                        flight.final_reply = await self._final_reply(flight)
+        self._settle(flight)
+        await client._emit_flight(flight)
+        assert flight.outcome is not None
+        if isinstance(flight.outcome, ReplyError):
+            await client._reset_after(flight.outcome)
+        return flight.outcome
+
+    async def _run_pipelined(
+        self, jobs: AsyncGenerator[Job | SMTPError, None]
+    ) -> AsyncGenerator[SendResult | SMTPError, None]:
+        order: deque[Flight | _Done] = deque()
+        body_next: Flight | None = None  # DATA got 354: its data goes in the next group
+        exhausted = False
+        input_error: BaseException | None = None
+        try:
+            while True:
+                new: list[Flight] = []
+                while not exhausted and len(new) + (body_next is not None) < self._max_in_flight:
+                    try:
+                        job = await anext(jobs)
+                    except StopAsyncIteration:
+                        exhausted = True
+                        break
+                    except Exception as exc:
+                        # The caller's messages failed: finish what is in flight first.
+                        exhausted, input_error = True, exc
+                        break
+                    item = _Done(job) if isinstance(job, SMTPError) else self._flight(job)
+                    order.append(item)
+                    if isinstance(item, Flight):
+                        new.append(item)
+                        if not item.plan.bdat:
+                            break  # DATA ends the group: its 354 decides what follows
+                if body_next is None and not new:
+                    if self._needs_rset:
+                        await self._client._in_session(self._round([], None))
+                    while order:
+                        yield self._take(order.popleft())
+                    if input_error is not None:
+                        raise input_error
+                    return
+                await self._client._in_session(self._round(new, body_next))
+                body_next = next(
+                    (flight for flight in new if flight.outcome is None and flight.data_reply),
+                    None,
+                )
+                while order and order[0].outcome is not None:
+                    yield self._take(order.popleft())
+        except SMTPError as exc:
+            # The session failed: say what became of every message in flight,
+            # then let the failure through.
+            for item in order:
+                if item.outcome is None:
+                    assert isinstance(item, Flight)
+                    item.outcome = self._lost(item, exc)
+            while order:
+                yield self._take(order.popleft())
+            raise
+
+    @staticmethod
+    def _take(item: Flight | _Done) -> SendResult | SMTPError:
+        assert item.outcome is not None
+        return item.outcome
+
+    @staticmethod
+    def _lost(flight: Flight, failure: SMTPError) -> SMTPError:
+        if flight.written and isinstance(failure, (ServerDisconnectedError, SMTPTimeoutError)):
+            unknown = DeliveryUnknownError(flight.accepted, failure)
+            unknown.__cause__ = failure
+            return unknown
+        return failure
+
+    # -- one pipelined round -----------------------------------------------------------
+
+    async def _round(self, new: list[Flight], body_next: Flight | None) -> None:
+        """Write one group while reading its replies; settle what they decide."""
+        self._writer_done = False
+        self._wake = anyio.Event()
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._reader)
+                await self._writer(new, body_next)
+        except BaseExceptionGroup as exc:
+            raise _leaf(exc) from None
+        settled = [body_next] if body_next is not None else []
+        for flight in new:
+            if flight.plan.bdat or flight.data_reply is None or flight.data_reply.code != 354:
+                settled.append(flight)
+            elif flight.envelope_refusal() is not None:
+                # RFC 2920 §3.1: DATA was accepted although nothing can be
+                # delivered; the data phase must be ended with a lone ".".
+                flight.lone_dot = True
+        for flight in settled:
+            self._settle(flight)
+            await self._client._emit_flight(flight)
+
+    async def _writer(self, new: list[Flight], body_next: Flight | None) -> None:
+        try:
+            if body_next is not None:
+                if body_next.lone_dot:
+                    self._session.send_data(TERMINATOR, end=True)
+                    self._queue(TERMINATOR, [(_Kind.FINAL, body_next, 0)])
+                else:
+                    await self._write_data(body_next)
+            previous_bdat = False
+            for flight in new:
+                commands: list[Command] = []
+                slots: list[tuple[_Kind, Flight | None, int]] = []
+                if self._needs_rset or previous_bdat:
+                    # A transaction before this one may still be open on the
+                    # server; RSET closes it and is harmless otherwise.
+                    commands.append(Rset())
+                    slots.append((_Kind.RSET, None, 0))
+                    self._needs_rset = False
+                commands += [flight.mail, *flight.rcpts]
+                slots.append((_Kind.MAIL, flight, 0))
+                slots += [(_Kind.RCPT, flight, i) for i in range(len(flight.rcpts))]
+                if not flight.plan.bdat:
+                    commands.append(Data())
+                    slots.append((_Kind.DATA, flight, 0))
+                self._queue_commands(commands, slots)
+                if flight.plan.bdat:
+                    await self._write_bdat(flight, lock_step=False)
+                    previous_bdat = True
+            if not new and self._needs_rset:
+                self._queue_commands([Rset()], [(_Kind.RSET, None, 0)])
+                self._needs_rset = False
+            await self._flush()
+        finally:
+            self._writer_done = True
+            self._wake.set()
+
+    async def _reader(self) -> None:
+        while True:
+            if not self._slots:
+                if self._writer_done:
+                    return
+                self._wake = anyio.Event()
+                if not self._slots and not self._writer_done:
+                    await self._wake.wait()
+                continue
+            reply = await self._client._reply()
+            self._record(self._slots.popleft(), reply)
+
+    def _record(self, slot: _Slot, reply: Reply) -> None:
+        flight = slot.flight
+        if slot.kind is _Kind.RSET:
+            if reply.code != 250:
+                raise ReplyError("RSET", reply) from self._last_refusal
+            return
+        assert flight is not None
+        if slot.kind is _Kind.MAIL:
+            flight.mail_reply = reply
+        elif slot.kind is _Kind.RCPT:
+            flight.rcpt_replies[slot.index] = reply
+        elif slot.kind is _Kind.DATA:
+            flight.data_reply = reply
+        elif slot.kind is _Kind.CHUNK:
+            if not reply.is_positive and flight.chunk_refusal is None:
+                flight.chunk_refusal = reply
+        else:
+            flight.final_reply = reply
+
+    def _expect(self, kind: _Kind, flight: Flight | None, index: int = 0) -> None:
+        self._slots.append(_Slot(kind, flight, index))
+        self._wake.set()
+
+    # -- writing -----------------------------------------------------------------------
+
+    def _queue(self, data: bytes, slots: Sequence[tuple[_Kind, Flight | None, int]]) -> None:
+        """Add bytes (and the replies they will be owed) to the group being written.
+
+        A group's small pieces go out in one write; a reply is expected only
+        once its command is on the wire, so its deadline starts then.
+        """
+        self._out += data
+        if not self._out:
+            # Nothing waits to be written: what these replies answer is on the wire.
+            for kind, flight, _index in slots:
+                if kind is _Kind.FINAL and flight is not None:
+                    flight.written = True
+        self._out_slots += slots
+
+    def _queue_commands(
+        self, commands: list[Command], slots: Sequence[tuple[_Kind, Flight | None, int]]
+    ) -> None:
+        self._client._log_commands(commands)
+        self._queue(b"".join(self._session.send(command) for command in commands), slots)
+
+    async def _flush(self, *, expect: bool = True) -> None:
+        """Write what is queued; then (pipelined) expect the replies it is owed."""
+        if self._out:
+            data, self._out = bytes(self._out), bytearray()
+            await self._send(data, "sending commands")
+        slots, self._out_slots = self._out_slots, []
+        for kind, flight, index in slots:
+            if kind is _Kind.FINAL and flight is not None:
+                flight.written = True  # the end of the message is on the wire
+            if expect:
+                self._expect(kind, flight, index)
+
+    async def _send(self, data: bytes, action: str) -> None:
+        await self._transport.send(data, action=action, timeout=self._transport.timeouts.data_block)
+
+    async def _write_large(self, data: bytes, action: str) -> None:
+        """Queue small data with the group; send large data at once (after the group)."""
+        if len(self._out) + len(data) <= WRITE_COALESCE:
+            self._queue(data, ())
+        else:
+            await self._flush()
+            await self._send(data, action)
+
+    async def _write_data(self, flight: Flight) -> None:
+        """Write the message data after 354, terminator included."""
+        content = flight.job.content
+        if content.in_memory:
+            data = content.encoded.data
+            self._session.send_data(data, end=True)
+            self._client._log_data(len(data))
+            await self._write_large(data, "sending the message data")
+        else:
+            await self._flush()
+            encoder = BodyEncoder()
+            total = 0
+            async with aclosing(content.stream()) as chunks:
+                async for chunk in chunks:
+                    encoded = encoder.encode(chunk)
+                    self._check_eight_bit(flight, encoder.eight_bit)
+                    if encoded:
+                        total += len(encoded)
+                        self._session.send_data(encoded)
+                        await self._send(encoded, "sending the message data")
+            tail = encoder.finish()
+            self._session.send_data(tail, end=True)
+            self._client._log_data(total + len(tail))
+            self._queue(tail, ())
+        self._queue(b"", [(_Kind.FINAL, flight, 0)])
+
+    @staticmethod
+    def _check_eight_bit(flight: Flight, eight_bit: bool) -> None:
+        if eight_bit and flight.plan.check_eight_bit:
+            raise ExtensionNotSupportedError("8BITMIME", "the message contains 8-bit data")
+
+    async def _bdat_chunks(self, flight: Flight) -> AsyncGenerator[tuple[bytes, bool], None]:
+        """The BDAT payloads of a message, each with whether it is the last."""
+        content = flight.job.content
+        if content.in_memory:
+            payload = content.bdat_payload(binary=flight.plan.binary)
+            view = memoryview(payload)
+            for start in range(0, max(len(view), 1), BDAT_CHUNK):
+                end = start + BDAT_CHUNK
+                yield bytes(view[start:end]), end >= len(view)
+            return
+        encoder = None if flight.plan.binary else BodyEncoder(dot_stuff=False)
+        buffer = bytearray()
+        async with aclosing(content.stream()) as chunks:
+            async for chunk in chunks:
+                if encoder is not None:
+                    chunk = encoder.encode(chunk)
+                    self._check_eight_bit(flight, encoder.eight_bit)
+                buffer += chunk
+                while len(buffer) > BDAT_CHUNK:
+                    yield bytes(buffer[:BDAT_CHUNK]), False
+                    del buffer[:BDAT_CHUNK]
+        if encoder is not None:
+            buffer += encoder.finish()
+        yield bytes(buffer), True
+
+    async def _write_bdat(self, flight: Flight, *, lock_step: bool) -> None:
+        """Send the data in BDAT chunks; stop early once a chunk is refused."""
+        async with aclosing(self._bdat_chunks(flight)) as chunks:
+            async for payload, last in chunks:
+                if flight.chunk_refusal is not None:
+                    # RFC 3030 §2: after a refused chunk no more of this message
+                    # is sent; the transaction is reset (here, or by the caller).
+                    if not lock_step:
+                        self._queue_commands([Rset()], [(_Kind.RSET, None, 0)])
+                    return
+                command = Bdat(len(payload), last)
+                self._queue_commands([command], ())
+                self._client._log_data(len(payload))
+                await self._write_large(payload, "sending BDAT data")
+                self._queue(b"", [(_Kind.FINAL if last else _Kind.CHUNK, flight, 0)])
+                if not lock_step:
+                    continue
+                await self._flush(expect=False)
+                if last:
+                    flight.final_reply = await self._final_reply(flight)
+                else:
+                    reply = await self._client._reply()
+                    if not reply.is_positive:
+                        flight.chunk_refusal = reply
+
+    async def _final_reply(self, flight: Flight) -> Reply:
+        """The verdict on a fully written message: losing it means delivery is unknown."""
+        try:
+            return await self._client._reply()
+        except (ServerDisconnectedError, SMTPTimeoutError) as exc:
+            raise DeliveryUnknownError(flight.accepted, exc) from exc
+
+    # -- outcomes ----------------------------------------------------------------------
+
+    def _settle(self, flight: Flight) -> None:
+        """Decide a flight's outcome from its replies."""
+        refusal = flight.envelope_refusal()
+        if refusal is None:
+            if flight.data_reply is not None and flight.data_reply.code != 354:
+                refusal = DataRefusedError("DATA", flight.data_reply)
+            elif flight.chunk_refusal is not None:
+                refusal = DataRefusedError("BDAT", flight.chunk_refusal)
+            elif flight.final_reply is not None and not flight.final_reply.is_positive:
+                refusal = DataRefusedError(
+                    "BDAT" if flight.plan.bdat else "end of data", flight.final_reply
+                )
+        if refusal is not None:
+            flight.outcome = refusal
+            self._needs_rset = True
+            self._last_refusal = refusal
+            return
+        assert flight.final_reply is not None
+        flight.outcome = SendResult(
+            flight.final_reply, flight.accepted, MappingProxyType(flight.rejected)
+        )

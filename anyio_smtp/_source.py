@@ -1,0 +1,160 @@
+"""Message content: in memory, or streamed from an iterable, a file or an anyio stream.
+
+In-memory content is encoded once, up front, so its size and 8-bit-ness are
+known before MAIL.  Streamed content is read ``READ_CHUNK`` bytes at a time
+and encoded chunk by chunk while it is sent, so memory stays bounded by a few
+chunks whatever the message size; its size is known only if the caller says
+(``size=``), and it can be read once.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable
+from typing import Any, TypeAlias
+
+import anyio
+from anyio.abc import ByteReceiveStream
+
+from ._errors import InvalidArgumentError
+from ._protocol.body import EncodedBody, encode_body, normalize_body
+
+__all__ = ("READ_CHUNK", "Content", "MessageSource")
+
+#: Bytes read from a streamed source at a time.
+READ_CHUNK = 64 * 1024
+
+#: What ``send_mail`` accepts as the message.
+MessageSource: TypeAlias = (
+    bytes
+    | bytearray
+    | memoryview
+    | str
+    | Iterable[bytes]
+    | AsyncIterable[bytes]
+    | ByteReceiveStream
+    | Any  # a binary file object: anything with read(n) -> bytes (sync or async)
+)
+
+
+class Content:
+    """A message's data, ready to be sent once (or, in memory, any number of times)."""
+
+    __slots__ = ("_data", "_encoded", "_source", "_used", "binary", "eight_bit", "size")
+
+    def __init__(
+        self,
+        *,
+        data: bytes | None = None,
+        source: AsyncGenerator[bytes, None] | None = None,
+        size: int | None = None,
+    ) -> None:
+        self._data = data
+        self._source = source
+        self._used = False
+        self._encoded: EncodedBody | None = None
+        #: The RFC 1870 size, when known.
+        self.size = size
+        #: Whether the data has octets above 127 (None: unknown until sent).
+        self.eight_bit: bool | None = None
+        #: Whether the data holds NUL octets (binary; BINARYMIME material).
+        self.binary = False
+        if data is not None:
+            self._encoded = encode_body(data)
+            self.size = self._encoded.size
+            self.eight_bit = self._encoded.eight_bit
+            self.binary = b"\0" in data
+
+    @classmethod
+    def of(cls, message: MessageSource, *, size: int | None = None) -> Content:
+        """Wrap what the caller passed as a message.
+
+        :param size: the message size for ``SIZE=`` when the message is streamed
+        :raises InvalidArgumentError: not a kind of message this client can send
+        """
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+            raise InvalidArgumentError("size must be a non-negative int")
+        if isinstance(message, str):
+            return cls(data=message.encode("utf-8"))
+        if isinstance(message, (bytes, bytearray, memoryview)):
+            return cls(data=bytes(message))
+        if not (
+            isinstance(message, (ByteReceiveStream, AsyncIterable, Iterable))
+            or callable(getattr(message, "read", None))
+        ):
+            raise InvalidArgumentError(
+                "the message must be bytes, str, an iterable or async iterable of bytes, "
+                f"a binary file or an anyio byte stream, not {type(message).__name__}"
+            )
+        return cls(source=_chunks(message), size=size)
+
+    @property
+    def in_memory(self) -> bool:
+        return self._data is not None
+
+    @property
+    def encoded(self) -> EncodedBody:
+        """The DATA form of in-memory content (dot-stuffed, with the terminator)."""
+        assert self._encoded is not None
+        return self._encoded
+
+    def bdat_payload(self, *, binary: bool) -> bytes:
+        """The BDAT form of in-memory content: normalised, or unchanged when binary."""
+        assert self._data is not None
+        return self._data if binary else normalize_body(self._data)
+
+    def stream(self) -> AsyncGenerator[bytes, None]:
+        """The raw chunks of streamed content (once only)."""
+        if self._source is None:
+            raise InvalidArgumentError("in-memory content has no stream")
+        if self._used:
+            raise InvalidArgumentError("a streamed message can be sent only once")
+        self._used = True
+        return self._source
+
+
+def _check_chunk(chunk: object) -> bytes:
+    if isinstance(chunk, bytes):
+        return chunk
+    if isinstance(chunk, (bytearray, memoryview)):
+        return bytes(chunk)
+    raise InvalidArgumentError(f"a streamed message must yield bytes, not {type(chunk).__name__}")
+
+
+async def _chunks(source: object) -> AsyncGenerator[bytes, None]:
+    """Raw chunks from any supported source; empty chunks are skipped."""
+    if isinstance(source, ByteReceiveStream):
+        while True:
+            try:
+                chunk = await source.receive(READ_CHUNK)
+            except anyio.EndOfStream:
+                return
+            yield chunk
+    read = getattr(source, "read", None)
+    if callable(read):
+        while True:
+            chunk = read(READ_CHUNK)
+            if inspect.isawaitable(chunk):
+                chunk = await chunk
+            data = _check_chunk(chunk)
+            if not data:
+                return
+            yield data
+            await anyio.lowlevel.checkpoint()
+    elif isinstance(source, AsyncIterable):
+        try:
+            async for chunk in source:
+                data = _check_chunk(chunk)
+                if data:
+                    yield data
+        finally:
+            close = getattr(source, "aclose", None)
+            if close is not None:
+                await close()
+    else:
+        assert isinstance(source, Iterable)
+        for chunk in source:
+            data = _check_chunk(chunk)
+            if data:
+                yield data
+            await anyio.lowlevel.checkpoint()

@@ -34,6 +34,7 @@ from ._errors import (
     TLSCertificateError,
     TLSError,
 )
+from ._pool import SMTPPool
 from ._protocol.capabilities import Capabilities
 from ._protocol.replies import Reply
 from ._protocol.state import SessionState
@@ -61,6 +62,7 @@ __all__ = (
     "ReplyError",
     "SMTPClient",
     "SMTPError",
+    "SMTPPool",
     "SMTPTimeoutError",
     "SendResult",
     "SenderRefusedError",

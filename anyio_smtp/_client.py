@@ -22,7 +22,14 @@ import logging
 import socket
 import ssl
 from base64 import b64decode
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Iterable, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Iterable,
+    Sequence,
+)
 from contextlib import aclosing, asynccontextmanager
 from email.message import Message
 from types import TracebackType
@@ -596,7 +603,7 @@ class SMTPClient:
         *,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         transfer: Transfer = "auto",
-    ) -> AsyncIterator[SendResult | SMTPError]:
+    ) -> AsyncGenerator[SendResult | SMTPError, None]:
         """Send a batch of messages, as fast as the server allows.
 
         ``messages`` (an iterable or async iterable, read as the batch goes)

@@ -36,7 +36,7 @@ from ._errors import (
 )
 from ._pool import SMTPPool
 from ._protocol.capabilities import Capabilities
-from ._protocol.replies import Reply
+from ._protocol.replies import EnhancedStatus, Reply
 from ._protocol.state import SessionState
 from ._timeouts import DEFAULT_TIMEOUT, Timeouts
 
@@ -50,6 +50,7 @@ __all__ = (
     "ConnectError",
     "DataRefusedError",
     "DeliveryUnknownError",
+    "EnhancedStatus",
     "ExtensionNotSupportedError",
     "InsecureAuthError",
     "InvalidArgumentError",

@@ -18,7 +18,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ._protocol.replies import Reply
+    from ._protocol.replies import EnhancedStatus, Reply
 
 __all__ = (
     "AuthenticationError",
@@ -84,6 +84,11 @@ class ReplyError(SMTPError):
     @property
     def is_permanent(self) -> bool:
         return self.reply.is_permanent
+
+    @property
+    def enhanced(self) -> EnhancedStatus | None:
+        """The reply's enhanced status code (class, subject, detail, meaning), if any."""
+        return self.reply.enhanced
 
 
 class SenderRefusedError(ReplyError):

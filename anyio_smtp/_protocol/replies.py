@@ -24,6 +24,7 @@ __all__ = (
     "MAX_REPLY_LINES",
     "MAX_REPLY_LINE_LENGTH",
     "MAX_REPLY_SIZE",
+    "EnhancedStatus",
     "Reply",
     "ReplyParser",
 )
@@ -40,7 +41,130 @@ MAX_REPLY_SIZE = 64 * 1024
 # RFC 3463 §2 / RFC 2034 §4: "status-code = class "." subject "." detail" with
 # class 2, 4 or 5, subject and detail 1 to 3 digits; the code is followed by a
 # space or ends the line.
-_ENHANCED = re.compile(r"([245])\.([0-9]{1,3})\.([0-9]{1,3})(?: |\t|$)")
+_ENHANCED = re.compile(r"([245])\.([0-9]{1,3})\.([0-9]{1,3})(?= |\t|$)")
+
+
+# RFC 3463 §3 (and RFC 4954 §6, RFC 3030, RFC 8689 for a few 5.7.x codes): what the
+# common enhanced status codes mean, by (subject, detail).
+_SUBJECTS = {
+    0: "other or undefined status",
+    1: "addressing status",
+    2: "mailbox status",
+    3: "mail system status",
+    4: "network and routing status",
+    5: "mail delivery protocol status",
+    6: "message content or media status",
+    7: "security or policy status",
+}
+_MEANINGS = {
+    (0, 0): "other undefined status",
+    (1, 0): "other address status",
+    (1, 1): "bad destination mailbox address",
+    (1, 2): "bad destination system address",
+    (1, 3): "bad destination mailbox address syntax",
+    (1, 4): "destination mailbox address ambiguous",
+    (1, 5): "destination address valid",
+    (1, 6): "destination mailbox has moved",
+    (1, 7): "bad sender's mailbox address syntax",
+    (1, 8): "bad sender's system address",
+    (2, 0): "other or undefined mailbox status",
+    (2, 1): "mailbox disabled, not accepting messages",
+    (2, 2): "mailbox full",
+    (2, 3): "message length exceeds administrative limit",
+    (2, 4): "mailing list expansion problem",
+    (3, 0): "other or undefined mail system status",
+    (3, 1): "mail system full",
+    (3, 2): "system not accepting network messages",
+    (3, 3): "system not capable of selected features",
+    (3, 4): "message too big for system",
+    (3, 5): "system incorrectly configured",
+    (4, 0): "other or undefined network or routing status",
+    (4, 1): "no answer from host",
+    (4, 2): "bad connection",
+    (4, 3): "directory server failure",
+    (4, 4): "unable to route",
+    (4, 5): "mail system congestion",
+    (4, 6): "routing loop detected",
+    (4, 7): "delivery time expired",
+    (5, 0): "other or undefined protocol status",
+    (5, 1): "invalid command",
+    (5, 2): "syntax error",
+    (5, 3): "too many recipients",
+    (5, 4): "invalid command arguments",
+    (5, 5): "wrong protocol version",
+    (5, 6): "authentication exchange line is too long",
+    (6, 0): "other or undefined media error",
+    (6, 1): "media not supported",
+    (6, 2): "conversion required and prohibited",
+    (6, 3): "conversion required but not supported",
+    (6, 4): "conversion with loss performed",
+    (6, 5): "conversion failed",
+    (7, 0): "other or undefined security status",
+    (7, 1): "delivery not authorized, message refused",
+    (7, 2): "mailing list expansion prohibited",
+    (7, 3): "security conversion required but not possible",
+    (7, 4): "security features not supported",
+    (7, 5): "cryptographic failure",
+    (7, 6): "cryptographic algorithm not supported",
+    (7, 7): "message integrity failure",
+    (7, 8): "authentication credentials invalid",
+    (7, 9): "authentication mechanism is too weak",
+    (7, 10): "encryption needed",
+    (7, 11): "encryption required for requested authentication mechanism",
+    (7, 12): "a password transition is needed",
+    (7, 13): "user account disabled",
+    (7, 14): "trust relationship required",
+    (7, 30): "REQUIRETLS support required",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class EnhancedStatus:
+    """An RFC 3463 enhanced status code, ``class.subject.detail``.
+
+    >>> status = EnhancedStatus.parse("5.1.1")
+    >>> status.is_permanent, status.subject_text, status.meaning
+    (True, 'addressing status', 'bad destination mailbox address')
+    """
+
+    class_: int
+    subject: int
+    detail: int
+
+    @classmethod
+    def parse(cls, text: str) -> EnhancedStatus:
+        """Parse ``"5.1.1"``; raises ValueError for anything else."""
+        match = _ENHANCED.fullmatch(text)
+        if match is None:
+            raise ValueError(f"not an enhanced status code: {text!r}")
+        return cls(int(match[1]), int(match[2]), int(match[3]))
+
+    @property
+    def is_success(self) -> bool:
+        return self.class_ == 2
+
+    @property
+    def is_transient(self) -> bool:
+        """Class 4: "persistent transient failure" (RFC 3463 §3.1)."""
+        return self.class_ == 4
+
+    @property
+    def is_permanent(self) -> bool:
+        """Class 5: "permanent failure" (RFC 3463 §3.1)."""
+        return self.class_ == 5
+
+    @property
+    def subject_text(self) -> str:
+        """What the subject digit is about, e.g. "addressing status"."""
+        return _SUBJECTS.get(self.subject, "unknown subject")
+
+    @property
+    def meaning(self) -> str | None:
+        """A short meaning for the common codes of RFC 3463 and its successors."""
+        return _MEANINGS.get((self.subject, self.detail))
+
+    def __str__(self) -> str:
+        return f"{self.class_}.{self.subject}.{self.detail}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +188,11 @@ class Reply:
         if self.enhanced_status is None:
             return "\n".join(self.lines)
         return "\n".join(_strip_status(self.code, line) for line in self.lines)
+
+    @property
+    def enhanced(self) -> EnhancedStatus | None:
+        """The enhanced status code as an :class:`EnhancedStatus`, or None."""
+        return EnhancedStatus.parse(self.enhanced_status) if self.enhanced_status else None
 
     @property
     def is_positive(self) -> bool:
@@ -95,7 +224,8 @@ def _strip_status(code: int, line: str) -> str:
     match = _ENHANCED.match(line)
     if match is None or int(match[1]) != code // 100:
         return line
-    return line[match.end() :]
+    rest = line[match.end() :]
+    return rest[1:] if rest[:1] in (" ", "\t") else rest
 
 
 def parse_enhanced_status(code: int, text: str) -> str | None:

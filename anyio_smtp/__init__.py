@@ -36,6 +36,7 @@ from ._errors import (
 )
 from ._pool import SMTPPool
 from ._protocol.capabilities import Capabilities
+from ._protocol.params import DSN, Recipient
 from ._protocol.replies import EnhancedStatus, Reply
 from ._protocol.state import SessionState
 from ._timeouts import DEFAULT_TIMEOUT, Timeouts
@@ -44,6 +45,7 @@ __version__ = "0.1.0.dev0"
 
 __all__ = (
     "DEFAULT_TIMEOUT",
+    "DSN",
     "QUIT_TIMEOUT",
     "AuthenticationError",
     "Capabilities",
@@ -57,6 +59,7 @@ __all__ = (
     "LocalProtocolError",
     "MessageTooLargeError",
     "ProtocolError",
+    "Recipient",
     "RecipientsRefusedError",
     "RemoteProtocolError",
     "Reply",

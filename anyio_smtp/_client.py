@@ -43,9 +43,10 @@ from ._engine import (
     Engine,
     Flight,
     Job,
+    Options,
     batch_jobs,
+    mail_job,
     message_job,
-    recipient_list,
 )
 from ._errors import (
     AuthenticationError,
@@ -73,14 +74,13 @@ from ._protocol.commands import (
     StartTLS,
     check_credential,
     check_domain,
-    check_mailbox,
 )
-from ._protocol.params import Transfer
+from ._protocol.params import DSN, Recipient, Transfer
 from ._protocol.replies import Reply
 from ._protocol.session import NEED_DATA, SMTPSession
 from ._protocol.state import Event, SessionState
 from ._result import SendResult, queue_id_of
-from ._source import Content, MessageSource
+from ._source import MessageSource
 from ._transport import Transport
 from .audit import (
     AuditEvent,
@@ -523,11 +523,13 @@ class SMTPClient:
     async def send_mail(
         self,
         sender: str,
-        recipients: str | Iterable[str],
+        recipients: str | Recipient | Iterable[str | Recipient],
         message: MessageSource,
         *,
         size: int | None = None,
         transfer: Transfer = "auto",
+        dsn: DSN | None = None,
+        require_tls: bool = False,
     ) -> SendResult:
         """Send one message.
 
@@ -540,10 +542,16 @@ class SMTPClient:
         MAIL, every RCPT and DATA go in one write.
 
         :param sender: the bare reverse-path address; ``""`` is the null sender ``<>``
-        :param recipients: one bare address or an iterable of them
+        :param recipients: one bare address or an iterable of them; a
+            :class:`Recipient` carries its own DSN requests
         :param size: for a streamed message, its size (for ``SIZE=``) if known
         :param transfer: ``"auto"`` (BDAT for large, binary or streamed messages
             when the server offers CHUNKING, else DATA), ``"data"`` or ``"bdat"``
+        :param dsn: delivery status notification requests (RFC 3461); refused
+            before MAIL when the server does not offer DSN
+        :param require_tls: ask that the message travel over TLS all the way
+            (RFC 8689 REQUIRETLS); refused before MAIL on a session without TLS
+            or when the server does not offer it
         :return: the final reply, accepted recipients and refused ones
         :raises SenderRefusedError: MAIL was refused (session reset, still usable)
         :raises RecipientsRefusedError: every recipient was refused (session usable)
@@ -559,21 +567,20 @@ class SMTPClient:
         :raises SMTPTimeoutError: the server stalled (session closed)
         :raises SessionClosedError: the session is closed
         """
-        job = Job(
-            check_mailbox(sender, role="sender", allow_null=True),
-            recipient_list(recipients),
-            Content.of(message, size=size),
-            transfer=transfer,
+        options = Options(transfer, dsn, require_tls)
+        return await self._send_one(
+            mail_job(sender, recipients, message, size=size, options=options)
         )
-        return await self._send_one(job)
 
     async def send_message(
         self,
         message: Message,
         *,
         sender: str | None = None,
-        recipients: str | Iterable[str] | None = None,
+        recipients: str | Recipient | Iterable[str | Recipient] | None = None,
         transfer: Transfer = "auto",
+        dsn: DSN | None = None,
+        require_tls: bool = False,
     ) -> SendResult:
         """Send an :class:`email.message.EmailMessage` (or ``Message``).
 
@@ -585,8 +592,9 @@ class SMTPClient:
         :return: as for :meth:`send_mail`
         :raises: as for :meth:`send_mail`
         """
+        options = Options(transfer, dsn, require_tls)
         return await self._send_one(
-            message_job(message, sender=sender, recipients=recipients, transfer=transfer)
+            message_job(message, sender=sender, recipients=recipients, options=options)
         )
 
     async def _send_one(self, job: Job) -> SendResult:
@@ -603,6 +611,8 @@ class SMTPClient:
         *,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         transfer: Transfer = "auto",
+        dsn: DSN | None = None,
+        require_tls: bool = False,
     ) -> AsyncGenerator[SendResult | SMTPError, None]:
         """Send a batch of messages, as fast as the server allows.
 
@@ -624,6 +634,8 @@ class SMTPClient:
         :param max_in_flight: most messages started and not yet answered;
             1 turns off pipelining across messages
         :param transfer: as for :meth:`send_mail`
+        :param dsn: as for :meth:`send_mail`, for every message
+        :param require_tls: as for :meth:`send_mail`, for every message
         :raises SessionClosedError: the session is closed
         :raises InvalidArgumentError: ``max_in_flight`` is not a positive int
         """
@@ -633,12 +645,13 @@ class SMTPClient:
             or max_in_flight < 1
         ):
             raise InvalidArgumentError("max_in_flight must be a positive int")
+        options = Options(transfer, dsn, require_tls)
         async with self._exclusive():
             self._session.check(Event.MAIL)
             engine = Engine(self, max_in_flight=max_in_flight)
             finished = False
             try:
-                async with aclosing(engine.run(batch_jobs(messages, transfer))) as outcomes:
+                async with aclosing(engine.run(batch_jobs(messages, options))) as outcomes:
                     async for outcome in outcomes:
                         yield outcome
                 finished = True

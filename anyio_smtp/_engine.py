@@ -38,7 +38,7 @@ import enum
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import Message
 from types import MappingProxyType
 from typing import TYPE_CHECKING, TypeAlias
@@ -60,7 +60,14 @@ from ._errors import (
 from ._message import prepare_message
 from ._protocol.body import TERMINATOR, BodyEncoder
 from ._protocol.commands import Bdat, Command, Data, Mail, Rcpt, Rset, check_mailbox
-from ._protocol.params import Transfer, TransferPlan, plan_transfer
+from ._protocol.params import (
+    DSN,
+    Recipient,
+    Transfer,
+    TransferPlan,
+    envelope_parameters,
+    plan_transfer,
+)
 from ._protocol.replies import Reply
 from ._protocol.state import SessionState
 from ._result import SendResult
@@ -76,7 +83,9 @@ __all__ = (
     "Engine",
     "Flight",
     "Job",
+    "Options",
     "batch_jobs",
+    "mail_job",
     "message_job",
     "recipient_list",
 )
@@ -89,6 +98,19 @@ WRITE_COALESCE = 64 * 1024
 DEFAULT_MAX_IN_FLIGHT = 16
 
 
+@dataclass(frozen=True, slots=True)
+class Options:
+    """How to send: the same for every message of a call."""
+
+    transfer: Transfer = "auto"
+    dsn: DSN | None = None
+    require_tls: bool = False
+
+    def __post_init__(self) -> None:
+        if self.dsn is not None and not isinstance(self.dsn, DSN):
+            raise InvalidArgumentError("dsn must be an anyio_smtp.DSN")
+
+
 @dataclass(slots=True)
 class Job:
     """One message whose arguments are valid; not yet planned against the server."""
@@ -97,84 +119,119 @@ class Job:
     recipients: tuple[str, ...]
     content: Content
     smtputf8: bool = False
-    transfer: Transfer = "auto"
+    options: Options = field(default_factory=Options)
+    #: Recipients given as :class:`Recipient`, with their own DSN requests.
+    recipient_options: dict[str, Recipient] = field(default_factory=dict)
 
 
 #: One message of a batch: an email message, or (sender, recipients, message).
-BatchItem: TypeAlias = Message | tuple[str, str | Iterable[str], MessageSource]
+BatchItem: TypeAlias = (
+    Message | tuple[str, "str | Recipient | Iterable[str | Recipient]", MessageSource]
+)
 
 
-def recipient_list(recipients: str | Iterable[str]) -> tuple[str, ...]:
-    """Validate recipients (one address or several); drop repeats, keep the order."""
-    if isinstance(recipients, str):
+def recipient_list(
+    recipients: str | Recipient | Iterable[str | Recipient],
+) -> tuple[tuple[str, ...], dict[str, Recipient]]:
+    """Validate recipients (addresses or :class:`Recipient`); drop repeats, keep the order.
+
+    :return: the addresses, and the :class:`Recipient` objects by address
+    """
+    if isinstance(recipients, (str, Recipient)):
         recipients = (recipients,)
-    checked = tuple(
-        dict.fromkeys(check_mailbox(address, role="recipient") for address in recipients)
-    )
-    if not checked:
+    addresses: dict[str, None] = {}
+    options: dict[str, Recipient] = {}
+    for entry in recipients:
+        if isinstance(entry, Recipient):
+            address = check_mailbox(entry.address, role="recipient")
+            options[address] = entry
+        else:
+            address = check_mailbox(entry, role="recipient")
+        addresses[address] = None
+    if not addresses:
         raise InvalidArgumentError("there must be at least one recipient")
-    return checked
+    return tuple(addresses), options
 
 
 def message_job(
     message: Message,
     *,
     sender: str | None = None,
-    recipients: str | Iterable[str] | None = None,
-    transfer: Transfer = "auto",
+    recipients: str | Recipient | Iterable[str | Recipient] | None = None,
+    options: Options = Options(),
 ) -> Job:
     """A job for an email message (envelope from its header fields unless given)."""
     if not isinstance(message, Message):
         raise InvalidArgumentError("send_message() takes an email.message.Message")
     if sender is not None:
         sender = check_mailbox(sender, role="sender", allow_null=True)
-    override = list(recipient_list(recipients)) if recipients is not None else None
+    overrides: dict[str, Recipient] = {}
+    override = None
+    if recipients is not None:
+        addresses, overrides = recipient_list(recipients)
+        override = list(addresses)
     prepared = prepare_message(message, sender=sender, recipients=override)
+    addresses, _ = recipient_list(prepared.recipients)
     return Job(
         check_mailbox(prepared.sender, role="sender", allow_null=True),
-        recipient_list(prepared.recipients),
+        addresses,
         Content.of(prepared.data),
         smtputf8=prepared.smtputf8,
-        transfer=transfer,
+        options=options,
+        recipient_options=overrides,
     )
 
 
-def _item_job(item: object, transfer: Transfer) -> Job:
+def mail_job(
+    sender: str,
+    recipients: str | Recipient | Iterable[str | Recipient],
+    message: MessageSource,
+    *,
+    size: int | None = None,
+    options: Options = Options(),
+) -> Job:
+    """A job for ``send_mail`` arguments."""
+    addresses, overrides = recipient_list(recipients)
+    return Job(
+        check_mailbox(sender, role="sender", allow_null=True),
+        addresses,
+        Content.of(message, size=size),
+        options=options,
+        recipient_options=overrides,
+    )
+
+
+def _item_job(item: object, options: Options) -> Job:
     if isinstance(item, Message):
-        return message_job(item, transfer=transfer)
+        return message_job(item, options=options)
     if not isinstance(item, tuple) or len(item) != 3:
         raise InvalidArgumentError(
             "each message must be an email.message.Message or a (sender, recipients, message) tuple"
         )
     sender, recipients, message = item
-    return Job(
-        check_mailbox(sender, role="sender", allow_null=True),
-        recipient_list(recipients),
-        Content.of(message),
-        transfer=transfer,
-    )
+    return mail_job(sender, recipients, message, options=options)
 
 
 async def batch_jobs(
-    messages: Iterable[BatchItem] | AsyncIterable[BatchItem], transfer: Transfer
+    messages: Iterable[BatchItem] | AsyncIterable[BatchItem], options: Options
 ) -> AsyncGenerator[Job | SMTPError, None]:
     """Jobs for a batch, read lazily; an invalid message becomes its own error."""
     if isinstance(messages, AsyncIterable):
         try:
             async for item in messages:
-                yield _checked_job(item, transfer)
+                yield _checked_job(item, options)
         finally:
             close = getattr(messages, "aclose", None)
             if close is not None:
                 await close()
     else:
         for item in messages:
-            yield _checked_job(item, transfer)
+            yield _checked_job(item, options)
 
 
-def _checked_job(item: object, transfer: Transfer) -> Job | SMTPError:
+def _checked_job(item: object, options: Options) -> Job | SMTPError:
     try:
-        return _item_job(item, transfer)
+        return _item_job(item, options)
     except SMTPError as exc:
         return exc
 
@@ -215,11 +272,20 @@ class Flight:
         "written",
     )
 
-    def __init__(self, job: Job, plan: TransferPlan) -> None:
+    def __init__(
+        self,
+        job: Job,
+        plan: TransferPlan,
+        mail_parameters: tuple[str, ...] = (),
+        rcpt_parameters: Sequence[tuple[str, ...]] = (),
+    ) -> None:
         self.job = job
         self.plan = plan
-        self.mail = Mail(job.sender, plan.parameters)
-        self.rcpts = [Rcpt(recipient) for recipient in job.recipients]
+        self.mail = Mail(job.sender, plan.parameters + mail_parameters)
+        self.rcpts = [
+            Rcpt(recipient, rcpt_parameters[index] if rcpt_parameters else ())
+            for index, recipient in enumerate(job.recipients)
+        ]
         self.mail_reply: Reply | None = None
         self.rcpt_replies: list[Reply | None] = [None] * len(self.rcpts)
         self.data_reply: Reply | None = None
@@ -308,20 +374,30 @@ class Engine:
     # -- planning ----------------------------------------------------------------------
 
     def _flight(self, job: Job) -> Flight | _Done:
+        """Plan a message against what the server offers (refusals before any I/O)."""
+        capabilities = self._session.capabilities
         try:
             plan = plan_transfer(
-                self._session.capabilities,
+                capabilities,
                 size=job.content.size,
                 eight_bit=job.content.eight_bit,
                 binary=job.content.binary,
                 smtputf8=job.smtputf8
                 or not job.sender.isascii()
                 or not all(r.isascii() for r in job.recipients),
-                transfer=job.transfer,
+                transfer=job.options.transfer,
+            )
+            mail_parameters, rcpt_parameters = envelope_parameters(
+                capabilities,
+                tls=self._session.tls,
+                recipients=job.recipients,
+                dsn=job.options.dsn,
+                recipient_options=job.recipient_options,
+                require_tls=job.options.require_tls,
             )
         except SMTPError as exc:
             return _Done(exc)
-        return Flight(job, plan)
+        return Flight(job, plan, mail_parameters, rcpt_parameters)
 
     # -- whole runs --------------------------------------------------------------------
 

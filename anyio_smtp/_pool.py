@@ -56,7 +56,6 @@ from ._errors import (
     SMTPError,
     SMTPTimeoutError,
 )
-from ._protocol.params import Transfer
 from ._result import SendResult
 from ._source import MessageSource
 
@@ -296,7 +295,7 @@ class SMTPPool:
         messages: Iterable[BatchItem] | AsyncIterable[BatchItem],
         *,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
-        transfer: Transfer = "auto",
+        **options: Any,
     ) -> AsyncIterator[SendResult | SMTPError]:
         """Send a batch over up to ``max_connections`` sessions at once.
 
@@ -304,6 +303,8 @@ class SMTPPool:
         :meth:`SMTPClient.send_many`.  Needs ``async with pool:``.
 
         :param max_in_flight: messages in flight per session
+        :param options: ``transfer``, ``dsn``, ``require_tls`` as for
+            :meth:`SMTPClient.send_many`
         :raises InvalidArgumentError: the pool was not entered with ``async with``
         """
         if self._group is None:
@@ -314,7 +315,7 @@ class SMTPPool:
             or max_in_flight < 1
         ):
             raise InvalidArgumentError("max_in_flight must be a positive int")
-        batch = _Batch(self, messages, max_in_flight=max_in_flight, transfer=transfer)
+        batch = _Batch(self, messages, max_in_flight=max_in_flight, options=options)
         self._group.start_soon(batch.run)
         try:
             async for outcome in batch.outcomes():
@@ -332,13 +333,13 @@ class _Batch:
         messages: Iterable[BatchItem] | AsyncIterable[BatchItem],
         *,
         max_in_flight: int,
-        transfer: Transfer,
+        options: dict[str, Any],
     ) -> None:
         self._pool = pool
         self._messages = messages
         self._source: AsyncIterator[BatchItem] | None = None
         self._max_in_flight = max_in_flight
-        self._transfer = transfer
+        self._options = options
         self._lock = anyio.Lock()
         self._next_index = 0
         self._exhausted = False
@@ -432,7 +433,7 @@ class _Batch:
 
             try:
                 outcomes_of = connection.client.send_many(
-                    feed(), max_in_flight=self._max_in_flight, transfer=self._transfer
+                    feed(), max_in_flight=self._max_in_flight, **self._options
                 )
                 async with aclosing(outcomes_of) as outcomes:
                     async for outcome in outcomes:

@@ -18,13 +18,25 @@ every server supports and which costs the same round trips for a small message.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from .._errors import ExtensionNotSupportedError, InvalidArgumentError, MessageTooLargeError
 from .capabilities import Capabilities
 
-__all__ = ("BDAT_THRESHOLD", "Transfer", "TransferPlan", "plan_transfer")
+__all__ = (
+    "BDAT_THRESHOLD",
+    "DSN",
+    "Notify",
+    "Recipient",
+    "Transfer",
+    "TransferPlan",
+    "envelope_parameters",
+    "orcpt_parameter",
+    "plan_transfer",
+    "xtext",
+)
 
 #: Messages at least this large go by BDAT when the server offers CHUNKING.
 BDAT_THRESHOLD = 256 * 1024
@@ -109,3 +121,163 @@ def plan_transfer(
             raise MessageTooLargeError(size, limit)
         parameters.append(f"SIZE={size}")
     return TransferPlan(tuple(parameters), bdat, binarymime, check_eight_bit)
+
+
+# -- envelope options: DSN (RFC 3461) and REQUIRETLS (RFC 8689) -------------------------
+
+Notify = Literal["NEVER", "SUCCESS", "FAILURE", "DELAY"]
+_NOTIFY_ORDER = ("SUCCESS", "FAILURE", "DELAY")
+#: RFC 3461 §4.4: "The ENVID ... MUST NOT exceed 100 characters".
+MAX_ENVID_LENGTH = 100
+
+
+@dataclass(frozen=True, slots=True)
+class DSN:
+    """Delivery status notification requests (RFC 3461), sent only when advertised.
+
+    :ivar ret: ``"FULL"`` or ``"HDRS"``: how much of the message a failure
+        report returns (``RET=``)
+    :ivar envid: an envelope identifier echoed in the reports (``ENVID=``),
+        printable ASCII, at most 100 characters
+    :ivar notify: for every recipient, ``{"NEVER"}`` or any of ``"SUCCESS"``,
+        ``"FAILURE"``, ``"DELAY"`` (``NOTIFY=``); a :class:`Recipient` may
+        override it
+    :ivar orcpt: send each recipient's own address as ``ORCPT=``
+    """
+
+    ret: Literal["FULL", "HDRS"] | None = None
+    envid: str | None = None
+    notify: frozenset[Notify] | None = None
+    orcpt: bool = False
+
+    def __post_init__(self) -> None:
+        if self.ret is not None and self.ret not in ("FULL", "HDRS"):
+            raise InvalidArgumentError("DSN ret must be 'FULL' or 'HDRS'")
+        if self.envid is not None and (
+            not isinstance(self.envid, str)
+            or not self.envid
+            or len(self.envid) > MAX_ENVID_LENGTH
+            or not all(0x20 <= ord(c) <= 0x7E for c in self.envid)
+        ):
+            raise InvalidArgumentError(
+                f"DSN envid must be 1 to {MAX_ENVID_LENGTH} printable ASCII characters"
+            )
+        if self.notify is not None:
+            object.__setattr__(self, "notify", check_notify(self.notify))
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """A recipient with its own DSN requests, usable wherever an address is.
+
+    :ivar address: the bare address
+    :ivar notify: ``{"NEVER"}`` or any of ``"SUCCESS"``, ``"FAILURE"``, ``"DELAY"``
+    :ivar orcpt: the original recipient address to report (``ORCPT=``)
+    """
+
+    address: str
+    notify: frozenset[Notify] | None = None
+    orcpt: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.notify is not None:
+            object.__setattr__(self, "notify", check_notify(self.notify))
+
+
+def check_notify(notify: Iterable[str]) -> frozenset[Notify]:
+    """Validate a NOTIFY set (RFC 3461 §4.1: NEVER alone, or SUCCESS/FAILURE/DELAY)."""
+    if isinstance(notify, str):
+        notify = {notify}
+    values = frozenset(str(value).upper() for value in notify)
+    if not values:
+        raise InvalidArgumentError("NOTIFY needs at least one value")
+    if values == {"NEVER"}:
+        return frozenset({"NEVER"})
+    if not values <= set(_NOTIFY_ORDER):
+        raise InvalidArgumentError(
+            "NOTIFY is either NEVER alone or any of SUCCESS, FAILURE and DELAY"
+        )
+    return frozenset(value for value in _NOTIFY_ORDER if value in values)  # type: ignore[misc]
+
+
+def xtext(text: str) -> str:
+    """RFC 3461 §4: ``xchar`` is "!" to "~" except "+" and "="; others are "+" HEX HEX."""
+    out = []
+    for char in text:
+        code = ord(char)
+        if 0x21 <= code <= 0x7E and char not in "+=":
+            out.append(char)
+        elif code < 0x80:
+            out.append(f"+{code:02X}")
+        else:
+            raise InvalidArgumentError("xtext can only carry ASCII")
+    return "".join(out)
+
+
+def orcpt_parameter(address: str) -> str:
+    """``ORCPT=`` for an address: ``rfc822;`` xtext, or RFC 6533 ``utf-8;`` for non-ASCII."""
+    if address.isascii():
+        return "ORCPT=rfc822;" + xtext(address)
+    # RFC 6533 §3: utf-8-addr-xtext: QCHAR, or "\x{" HEXPOINT "}" for the rest.
+    out = []
+    for char in address:
+        code = ord(char)
+        if 0x21 <= code <= 0x7E and char not in "+=\\":
+            out.append(char)
+        else:
+            out.append(f"\\x{{{code:X}}}")
+    return "ORCPT=utf-8;" + "".join(out)
+
+
+def envelope_parameters(
+    capabilities: Capabilities,
+    *,
+    tls: bool,
+    recipients: Sequence[str],
+    dsn: DSN | None = None,
+    recipient_options: Mapping[str, Recipient] | None = None,
+    require_tls: bool = False,
+) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]:
+    """The MAIL and per-RCPT parameters for DSN and REQUIRETLS.
+
+    :return: (MAIL parameters, one tuple of RCPT parameters per recipient)
+    :raises ExtensionNotSupportedError: DSN or REQUIRETLS asked for but not
+        advertised, or REQUIRETLS without TLS (RFC 8689 §4.1: never sent, never
+        silently dropped)
+    """
+    options = recipient_options or {}
+    mail: list[str] = []
+    if require_tls:
+        if not tls:
+            raise ExtensionNotSupportedError(
+                "REQUIRETLS", "the session is not encrypted, so the message can not require TLS"
+            )
+        if "REQUIRETLS" not in capabilities:
+            raise ExtensionNotSupportedError("REQUIRETLS", "the message requires TLS all the way")
+        mail.append("REQUIRETLS")
+    wants_dsn = dsn is not None and (dsn.ret or dsn.envid or dsn.notify or dsn.orcpt)
+    wants_dsn = wants_dsn or any(o.notify or o.orcpt for o in options.values())
+    if wants_dsn and "DSN" not in capabilities:
+        raise ExtensionNotSupportedError("DSN", "delivery status notifications were asked for")
+    if dsn is not None and dsn.ret:
+        mail.append(f"RET={dsn.ret}")
+    if dsn is not None and dsn.envid:
+        mail.append(f"ENVID={xtext(dsn.envid)}")
+    rcpt: list[tuple[str, ...]] = []
+    for address in recipients:
+        parameters: list[str] = []
+        own = options.get(address)
+        notify = own.notify if own is not None and own.notify else (dsn.notify if dsn else None)
+        if notify:
+            parameters.append("NOTIFY=" + ",".join(sorted(notify, key=_notify_rank)))
+        original = own.orcpt if own is not None and own.orcpt else None
+        if original is None and dsn is not None and dsn.orcpt:
+            original = address
+        if original is not None:
+            parameters.append(orcpt_parameter(original))
+        rcpt.append(tuple(parameters))
+    return tuple(mail), tuple(rcpt)
+
+
+def _notify_rank(value: str) -> int:
+    return _NOTIFY_ORDER.index(value) if value in _NOTIFY_ORDER else -1

@@ -186,3 +186,27 @@ async def test_message_over_the_size_limit_is_refused_before_mail(
             await smtp.send_mail(ALICE, ["bob@example.test"], b"x" * (limit + 1))
         assert caught.value.limit == limit
         assert await smtp.noop()
+
+
+async def test_dsn_options_are_accepted(postfix: PostfixInstance) -> None:
+    mark = marker()
+    async with anyio_smtp.connect(postfix.host, postfix.plain_port) as smtp:
+        assert "DSN" in smtp.capabilities
+        result = await smtp.send_mail(
+            ALICE,
+            [
+                "bob@example.test",
+                anyio_smtp.Recipient("carol@example.test", notify=frozenset({"NEVER"})),
+            ],
+            raw_message(mark),
+            dsn=anyio_smtp.DSN(
+                ret="HDRS", envid=f"id-{mark}", notify=frozenset({"FAILURE"}), orcpt=True
+            ),
+        )
+        assert result.accepted == ("bob@example.test", "carol@example.test")
+        # Postfix 3.7 does not offer REQUIRETLS: asking for it is refused, never dropped.
+        with pytest.raises(ExtensionNotSupportedError) as caught:
+            await smtp.send_mail(ALICE, ["bob@example.test"], raw_message(mark), require_tls=True)
+        assert caught.value.name == "REQUIRETLS"
+    stored = await delivered(postfix, mark)
+    assert stored.body == expected_body(TRICKY_BODY)

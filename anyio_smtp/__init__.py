@@ -9,7 +9,7 @@
 """
 
 from ._client import QUIT_TIMEOUT, SendResult, SMTPClient
-from ._connect import SessionOpener, connect, connect_starttls, connect_stream
+from ._connect import SessionOpener, connect, connect_lmtp, connect_starttls, connect_stream
 from ._errors import (
     AuthenticationError,
     ConnectError,
@@ -81,6 +81,7 @@ __all__ = (
     "Timeouts",
     "__version__",
     "connect",
+    "connect_lmtp",
     "connect_starttls",
     "connect_stream",
 )

@@ -68,6 +68,7 @@ from ._protocol.commands import (
     Command,
     Ehlo,
     Helo,
+    Lhlo,
     Noop,
     Quit,
     Rset,
@@ -162,7 +163,11 @@ class SMTPClient:
         ehlo_domain: str | None = None,
         allow_insecure_auth: bool = False,
         audit: AuditHook | None = None,
+        lmtp: bool = False,
     ) -> None:
+        #: Whether this is an LMTP session (RFC 2033): LHLO, and one reply per
+        #: recipient after the data.
+        self.lmtp = lmtp
         self._transport = transport
         self._session = SMTPSession(tls=transport.tls)
         self._lock = anyio.Lock()
@@ -322,6 +327,11 @@ class SMTPClient:
 
     async def _hello(self) -> None:
         assert self._ehlo_domain is not None
+        if self.lmtp:
+            reply = await self._command(Lhlo(self._ehlo_domain))
+            if reply.code != 250:
+                raise ReplyError("LHLO", reply)
+            return
         reply = await self._command(Ehlo(self._ehlo_domain))
         if reply.code == 250:
             return

@@ -21,7 +21,7 @@ from ._timeouts import DEFAULT_TIMEOUTS, Timeouts
 from ._transport import Transport, open_transport
 from .audit import AuditHook, Connected
 
-__all__ = ("SessionOpener", "connect", "connect_starttls", "connect_stream")
+__all__ = ("SessionOpener", "connect", "connect_lmtp", "connect_starttls", "connect_stream")
 
 
 class SessionOpener:
@@ -225,6 +225,7 @@ def connect_stream(
     timeout: float | Timeouts | None = DEFAULT_TIMEOUTS,
     allow_insecure_auth: bool = False,
     audit: AuditHook | None = None,
+    lmtp: bool = False,
 ) -> SessionOpener:
     """Run an SMTP session over a byte stream you opened yourself.
 
@@ -237,6 +238,8 @@ def connect_stream(
     :param stream: the open stream; the server's greeting is read from it first
     :param tls_hostname: the name to verify in ``starttls()`` (it can also be
         passed there)
+    :param lmtp: speak LMTP (RFC 2033), e.g. to a local delivery agent's Unix
+        socket: LHLO, and one result per recipient after the data
     :raises: the errors of :func:`connect` other than ``ConnectError``
     """
     timeouts = _check_options(
@@ -250,7 +253,59 @@ def connect_stream(
             ehlo_domain=ehlo_domain,
             allow_insecure_auth=allow_insecure_auth,
             audit=audit,
+            lmtp=lmtp,
         )
         return await _start(client)
+
+    return SessionOpener(open_)
+
+
+def connect_lmtp(
+    host: str,
+    port: int = 24,
+    *,
+    tls: bool = False,
+    ssl_context: ssl.SSLContext | None = None,
+    tls_hostname: str | None = None,
+    ehlo_domain: str | None = None,
+    timeout: float | Timeouts | None = DEFAULT_TIMEOUTS,
+    allow_insecure_auth: bool = False,
+    local_host: str | None = None,
+    audit: AuditHook | None = None,
+) -> SessionOpener:
+    """Open an LMTP session (RFC 2033) over TCP.
+
+    LMTP is SMTP for final delivery: the client says LHLO, and after the
+    message data the server answers once per accepted recipient, so
+    ``SendResult.per_recipient`` tells each recipient's fate and
+    ``SendResult.accepted`` lists only those it was delivered to.  Messages go
+    by DATA (never BDAT).  For a Unix socket, open it with
+    ``anyio.connect_unix`` and use :func:`connect_stream` with ``lmtp=True``.
+
+    The parameters are those of :func:`connect`.
+    """
+    _check_endpoint(host, port)
+    timeouts = _check_options(
+        timeout=timeout, ssl_context=ssl_context, ehlo_domain=ehlo_domain, tls_hostname=tls_hostname
+    )
+
+    async def open_() -> SMTPClient:
+        transport = await open_transport(host, port, timeouts=timeouts, local_host=local_host)
+        client = SMTPClient(
+            transport,
+            tls_hostname=tls_hostname or host,
+            ehlo_domain=ehlo_domain,
+            allow_insecure_auth=allow_insecure_auth,
+            audit=audit,
+            lmtp=True,
+        )
+        return await _start(
+            client,
+            host=host,
+            port=port,
+            implicit_tls=tls,
+            ssl_context=ssl_context,
+            tls_hostname=tls_hostname or host,
+        )
 
     return SessionOpener(open_)

@@ -260,11 +260,13 @@ class Flight:
     __slots__ = (
         "chunk_refusal",
         "data_reply",
+        "final_replies",
         "final_reply",
         "job",
         "lone_dot",
         "mail",
         "mail_reply",
+        "message",
         "outcome",
         "plan",
         "rcpt_replies",
@@ -274,18 +276,18 @@ class Flight:
 
     def __init__(
         self,
-        job: Job,
+        message: _Message,
         plan: TransferPlan,
-        mail_parameters: tuple[str, ...] = (),
-        rcpt_parameters: Sequence[tuple[str, ...]] = (),
+        mail: Mail,
+        rcpts: list[Rcpt],
     ) -> None:
-        self.job = job
+        self.message = message
+        self.job = message.job
         self.plan = plan
-        self.mail = Mail(job.sender, plan.parameters + mail_parameters)
-        self.rcpts = [
-            Rcpt(recipient, rcpt_parameters[index] if rcpt_parameters else ())
-            for index, recipient in enumerate(job.recipients)
-        ]
+        self.mail = mail
+        self.rcpts = rcpts
+        #: LMTP (RFC 2033 §4.2): one reply per accepted recipient after the data.
+        self.final_replies: list[Reply | None] = []
         self.mail_reply: Reply | None = None
         self.rcpt_replies: list[Reply | None] = [None] * len(self.rcpts)
         self.data_reply: Reply | None = None
@@ -320,6 +322,132 @@ class Flight:
         if all(reply is not None for reply in self.rcpt_replies) and not self.accepted:
             return RecipientsRefusedError(self.rejected)
         return None
+
+
+class _Message:
+    """A caller's message, sent in one transaction or, over recipient limits, several."""
+
+    __slots__ = ("flights", "job", "outcome", "rcpt_parameters")
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.flights: list[Flight] = []
+        self.outcome: SendResult | SMTPError | None = None
+        self.rcpt_parameters: dict[str, tuple[str, ...]] = {}
+
+    def transaction(self, plan: TransferPlan, mail: Mail, recipients: Sequence[str]) -> Flight:
+        flight = Flight(
+            self, plan, mail, [Rcpt(r, self.rcpt_parameters.get(r, ())) for r in recipients]
+        )
+        self.flights.append(flight)
+        return flight
+
+    def after(self, flight: Flight) -> list[Flight]:
+        """Settle a transaction; return the follow-up transactions it calls for.
+
+        RFC 5321 §4.5.3.1.10: a server that reached its limit of RCPTs answers
+        452 (some say 552); "the client SHOULD ... send the remaining recipients
+        in a new transaction".  Only when this transaction delivered to someone
+        (so a new one can make progress) and the message can be read again.
+        """
+        followups: list[Flight] = []
+        if isinstance(flight.outcome, SendResult) and self.job.content.in_memory:
+            over = [
+                rcpt.recipient
+                for rcpt, reply in zip(flight.rcpts, flight.rcpt_replies, strict=True)
+                if reply is not None and reply.code in (452, 552) and _too_many(reply)
+            ]
+            if over:
+                followups.append(self.transaction(flight.plan, flight.mail, over))
+        if not followups and all(f.outcome is not None for f in self.flights):
+            self.outcome = self._merge()
+        return followups
+
+    def _merge(self) -> SendResult | SMTPError:
+        outcomes = [f.outcome for f in self.flights]
+        if len(outcomes) == 1:
+            assert outcomes[0] is not None
+            return outcomes[0]
+        accepted: dict[str, None] = {}
+        rejected: dict[str, Reply] = {}
+        per_recipient: dict[str, Reply] = {}
+        last: SendResult | None = None
+        for flight in self.flights:
+            outcome = flight.outcome
+            if isinstance(outcome, SendResult):
+                last = outcome
+                for address in outcome.accepted:
+                    accepted[address] = None
+                    rejected.pop(address, None)
+                for address, reply in outcome.rejected.items():
+                    if address not in accepted:
+                        rejected[address] = reply
+                per_recipient.update(outcome.per_recipient)
+            elif isinstance(outcome, ReplyError):
+                for rcpt in flight.rcpts:
+                    if rcpt.recipient not in accepted:
+                        rejected[rcpt.recipient] = (
+                            outcome.rejected.get(rcpt.recipient, outcome.reply)
+                            if isinstance(outcome, RecipientsRefusedError)
+                            else outcome.reply
+                        )
+        if last is None:
+            errors = [o for o in outcomes if isinstance(o, SMTPError)]
+            if all(isinstance(e, RecipientsRefusedError) for e in errors):
+                return RecipientsRefusedError(rejected)
+            return errors[0]
+        order = {address: index for index, address in enumerate(self.job.recipients)}
+        return SendResult(
+            last.reply,
+            tuple(sorted(accepted, key=order.__getitem__)),
+            MappingProxyType(rejected),
+            MappingProxyType(per_recipient),
+        )
+
+    def lost(self, failure: SMTPError) -> SMTPError:
+        """The outcome when the session fails with some of this message's transactions open."""
+        delivered = [f for f in self.flights if isinstance(f.outcome, SendResult)]
+        open_flights = [f for f in self.flights if f.outcome is None]
+        # RFC 1047: the data went out and the verdict was lost.
+        verdict_lost = any(f.written for f in open_flights) and isinstance(
+            failure, (ServerDisconnectedError, SMTPTimeoutError)
+        )
+        if delivered or verdict_lost:
+            # Some recipients may have it already: it must not be sent again blindly.
+            recipients = tuple(r for f in delivered + open_flights for r in f.accepted)
+            unknown = DeliveryUnknownError(recipients, failure)
+            unknown.__cause__ = failure
+            return unknown
+        return failure
+
+
+def _too_many(reply: Reply) -> bool:
+    # 452 is the standard answer; with enhanced codes it says 4.5.3 (or 5.5.3 for 552).
+    status = reply.enhanced_status
+    return status is None or status.endswith(".5.3")
+
+
+def split_recipients(
+    recipients: Sequence[str], *, rcpt_max: int | None, domain_max: int | None
+) -> list[list[str]]:
+    """Group recipients so no transaction exceeds RCPTMAX or RCPTDOMAINMAX (RFC 9422 §5)."""
+    groups: list[list[str]] = []
+    current: list[str] = []
+    domains: set[str] = set()
+    for address in recipients:
+        domain = address.rpartition("@")[2].lower()
+        full = rcpt_max is not None and len(current) >= rcpt_max
+        new_domain = domain not in domains
+        if current and (
+            full or (domain_max is not None and new_domain and len(domains) >= domain_max)
+        ):
+            groups.append(current)
+            current, domains = [], set()
+        current.append(address)
+        domains.add(domain)
+    if current:
+        groups.append(current)
+    return groups
 
 
 class _Done:
@@ -373,9 +501,10 @@ class Engine:
 
     # -- planning ----------------------------------------------------------------------
 
-    def _flight(self, job: Job) -> Flight | _Done:
+    def _plan(self, job: Job) -> _Message | _Done:
         """Plan a message against what the server offers (refusals before any I/O)."""
         capabilities = self._session.capabilities
+        lmtp = self._client.lmtp
         try:
             plan = plan_transfer(
                 capabilities,
@@ -385,7 +514,8 @@ class Engine:
                 smtputf8=job.smtputf8
                 or not job.sender.isascii()
                 or not all(r.isascii() for r in job.recipients),
-                transfer=job.options.transfer,
+                # LMTP: one reply per recipient after the data; kept to DATA.
+                transfer="data" if lmtp else job.options.transfer,
             )
             mail_parameters, rcpt_parameters = envelope_parameters(
                 capabilities,
@@ -395,9 +525,25 @@ class Engine:
                 recipient_options=job.recipient_options,
                 require_tls=job.options.require_tls,
             )
+            limits = capabilities.limits
+            groups = split_recipients(
+                job.recipients,
+                rcpt_max=limits.get("RCPTMAX"),
+                domain_max=limits.get("RCPTDOMAINMAX"),
+            )
+            if len(groups) > 1 and not job.content.in_memory:
+                raise InvalidArgumentError(
+                    "the server takes fewer recipients per transaction than this message "
+                    "has, and a streamed message can be sent only once: pass it as bytes"
+                )
         except SMTPError as exc:
             return _Done(exc)
-        return Flight(job, plan, mail_parameters, rcpt_parameters)
+        message = _Message(job)
+        message.rcpt_parameters = dict(zip(job.recipients, rcpt_parameters, strict=True))
+        mail = Mail(job.sender, plan.parameters + mail_parameters)
+        for group in groups:
+            message.transaction(plan, mail, group)
+        return message
 
     # -- whole runs --------------------------------------------------------------------
 
@@ -434,13 +580,17 @@ class Engine:
         self, jobs: AsyncGenerator[Job | SMTPError, None]
     ) -> AsyncGenerator[SendResult | SMTPError, None]:
         async for job in jobs:
-            item = _Done(job) if isinstance(job, SMTPError) else self._flight(job)
-            if isinstance(item, Flight):
-                item.outcome = await self._client._in_session(self._lock_step(item))
+            item = _Done(job) if isinstance(job, SMTPError) else self._plan(job)
+            if isinstance(item, _Message):
+                pending = deque(item.flights)
+                while pending:
+                    flight = pending.popleft()
+                    await self._client._in_session(self._lock_step(flight))
+                    pending.extend(item.after(flight))
             yield self._take(item)
 
-    async def _lock_step(self, flight: Flight) -> SendResult | SMTPError:
-        """One message, one command at a time (no PIPELINING)."""
+    async def _lock_step(self, flight: Flight) -> None:
+        """One transaction, one command at a time (no PIPELINING)."""
         client = self._client
         flight.mail_reply = await client._command(flight.mail)
         if flight.mail_reply.is_positive:
@@ -454,40 +604,50 @@ class Engine:
                     if flight.data_reply.code == 354:
                         await self._write_data(flight)
                         await self._flush(expect=False)
-                        flight.final_reply = await self._final_reply(flight)
+                        if client.lmtp:
+                            for index in range(len(flight.final_replies)):
+                                flight.final_replies[index] = await self._final_reply(flight)
+                        else:
+                            flight.final_reply = await self._final_reply(flight)
         self._settle(flight)
         await client._emit_flight(flight)
         assert flight.outcome is not None
         if isinstance(flight.outcome, ReplyError):
             await client._reset_after(flight.outcome)
-        return flight.outcome
 
     async def _run_pipelined(
         self, jobs: AsyncGenerator[Job | SMTPError, None]
     ) -> AsyncGenerator[SendResult | SMTPError, None]:
-        order: deque[Flight | _Done] = deque()
+        order: deque[_Message | _Done] = deque()
+        pending: deque[Flight] = deque()  # planned transactions not started yet
         body_next: Flight | None = None  # DATA got 354: its data goes in the next group
         exhausted = False
         input_error: BaseException | None = None
         try:
             while True:
                 new: list[Flight] = []
-                while not exhausted and len(new) + (body_next is not None) < self._max_in_flight:
-                    try:
-                        job = await anext(jobs)
-                    except StopAsyncIteration:
-                        exhausted = True
-                        break
-                    except Exception as exc:
-                        # The caller's messages failed: finish what is in flight first.
-                        exhausted, input_error = True, exc
-                        break
-                    item = _Done(job) if isinstance(job, SMTPError) else self._flight(job)
-                    order.append(item)
-                    if isinstance(item, Flight):
-                        new.append(item)
-                        if not item.plan.bdat:
-                            break  # DATA ends the group: its 354 decides what follows
+                while len(new) + (body_next is not None) < self._max_in_flight:
+                    if not pending:
+                        if exhausted:
+                            break
+                        try:
+                            job = await anext(jobs)
+                        except StopAsyncIteration:
+                            exhausted = True
+                            break
+                        except Exception as exc:
+                            # The caller's messages failed: finish what is in flight first.
+                            exhausted, input_error = True, exc
+                            break
+                        item = _Done(job) if isinstance(job, SMTPError) else self._plan(job)
+                        order.append(item)
+                        if isinstance(item, _Message):
+                            pending.extend(item.flights)
+                        continue
+                    flight = pending.popleft()
+                    new.append(flight)
+                    if not flight.plan.bdat:
+                        break  # DATA ends the group: its 354 decides what follows
                 if body_next is None and not new:
                     if self._needs_rset:
                         await self._client._in_session(self._round([], None))
@@ -496,7 +656,8 @@ class Engine:
                     if input_error is not None:
                         raise input_error
                     return
-                await self._client._in_session(self._round(new, body_next))
+                followups = await self._client._in_session(self._round(new, body_next))
+                pending.extendleft(reversed(followups))
                 body_next = next(
                     (flight for flight in new if flight.outcome is None and flight.data_reply),
                     None,
@@ -508,29 +669,24 @@ class Engine:
             # then let the failure through.
             for item in order:
                 if item.outcome is None:
-                    assert isinstance(item, Flight)
-                    item.outcome = self._lost(item, exc)
+                    assert isinstance(item, _Message)
+                    item.outcome = item.lost(exc)
             while order:
                 yield self._take(order.popleft())
             raise
 
     @staticmethod
-    def _take(item: Flight | _Done) -> SendResult | SMTPError:
+    def _take(item: _Message | _Done) -> SendResult | SMTPError:
         assert item.outcome is not None
         return item.outcome
 
-    @staticmethod
-    def _lost(flight: Flight, failure: SMTPError) -> SMTPError:
-        if flight.written and isinstance(failure, (ServerDisconnectedError, SMTPTimeoutError)):
-            unknown = DeliveryUnknownError(flight.accepted, failure)
-            unknown.__cause__ = failure
-            return unknown
-        return failure
-
     # -- one pipelined round -----------------------------------------------------------
 
-    async def _round(self, new: list[Flight], body_next: Flight | None) -> None:
-        """Write one group while reading its replies; settle what they decide."""
+    async def _round(self, new: list[Flight], body_next: Flight | None) -> list[Flight]:
+        """Write one group while reading its replies; settle what they decide.
+
+        :return: follow-up transactions (recipients over a server's limit)
+        """
         self._writer_done = False
         self._wake = anyio.Event()
         try:
@@ -547,16 +703,22 @@ class Engine:
                 # RFC 2920 §3.1: DATA was accepted although nothing can be
                 # delivered; the data phase must be ended with a lone ".".
                 flight.lone_dot = True
+        followups: list[Flight] = []
         for flight in settled:
             self._settle(flight)
             await self._client._emit_flight(flight)
+            followups += flight.message.after(flight)
+        return followups
 
     async def _writer(self, new: list[Flight], body_next: Flight | None) -> None:
         try:
             if body_next is not None:
                 if body_next.lone_dot:
-                    self._session.send_data(TERMINATOR, end=True)
-                    self._queue(TERMINATOR, [(_Kind.FINAL, body_next, 0)])
+                    self._session.send_data(
+                        TERMINATOR, end=True, replies=self._final_count(body_next)
+                    )
+                    self._queue(TERMINATOR, ())
+                    self._expect_final(body_next)
                 else:
                     await self._write_data(body_next)
             previous_bdat = False
@@ -615,6 +777,8 @@ class Engine:
         elif slot.kind is _Kind.CHUNK:
             if not reply.is_positive and flight.chunk_refusal is None:
                 flight.chunk_refusal = reply
+        elif self._client.lmtp:
+            flight.final_replies[slot.index] = reply
         else:
             flight.final_reply = reply
 
@@ -672,7 +836,7 @@ class Engine:
         content = flight.job.content
         if content.in_memory:
             data = content.encoded.data
-            self._session.send_data(data, end=True)
+            self._session.send_data(data, end=True, replies=self._final_count(flight))
             self._client._log_data(len(data))
             await self._write_large(data, "sending the message data")
         else:
@@ -688,10 +852,23 @@ class Engine:
                         self._session.send_data(encoded)
                         await self._send(encoded, "sending the message data")
             tail = encoder.finish()
-            self._session.send_data(tail, end=True)
+            self._session.send_data(tail, end=True, replies=self._final_count(flight))
             self._client._log_data(total + len(tail))
             self._queue(tail, ())
-        self._queue(b"", [(_Kind.FINAL, flight, 0)])
+        self._expect_final(flight)
+
+    def _final_count(self, flight: Flight) -> int:
+        """Replies owed after the data: one, or with LMTP one per accepted recipient."""
+        if not self._client.lmtp:
+            return 1
+        flight.final_replies = [None] * len(flight.accepted)
+        return len(flight.final_replies)
+
+    def _expect_final(self, flight: Flight) -> None:
+        count = len(flight.final_replies) if self._client.lmtp else 1
+        self._queue(b"", [(_Kind.FINAL, flight, index) for index in range(count)])
+        if count == 0:
+            flight.written = True
 
     @staticmethod
     def _check_eight_bit(flight: Flight, eight_bit: bool) -> None:
@@ -759,6 +936,9 @@ class Engine:
 
     def _settle(self, flight: Flight) -> None:
         """Decide a flight's outcome from its replies."""
+        if self._client.lmtp and flight.final_replies:
+            self._settle_lmtp(flight)
+            return
         refusal = flight.envelope_refusal()
         if refusal is None:
             if flight.data_reply is not None and flight.data_reply.code != 354:
@@ -777,4 +957,28 @@ class Engine:
         assert flight.final_reply is not None
         flight.outcome = SendResult(
             flight.final_reply, flight.accepted, MappingProxyType(flight.rejected)
+        )
+
+    def _settle_lmtp(self, flight: Flight) -> None:
+        """RFC 2033 §4.2: each accepted recipient got its own reply after the data."""
+        rejected = flight.rejected
+        delivered: list[str] = []
+        per_recipient: dict[str, Reply] = {}
+        last: Reply | None = None
+        for address, reply in zip(flight.accepted, flight.final_replies, strict=True):
+            assert reply is not None
+            per_recipient[address] = reply
+            if reply.is_positive:
+                delivered.append(address)
+                last = reply
+            else:
+                rejected[address] = reply
+        if last is None:
+            refusal = RecipientsRefusedError(rejected)
+            flight.outcome = refusal
+            self._needs_rset = True
+            self._last_refusal = refusal
+            return
+        flight.outcome = SendResult(
+            last, tuple(delivered), MappingProxyType(rejected), MappingProxyType(per_recipient)
         )

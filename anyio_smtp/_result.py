@@ -25,11 +25,15 @@ class SendResult:
     :ivar reply: the server's final reply to the message
     :ivar accepted: the recipients the server accepted, in the order given
     :ivar rejected: each refused recipient and the server's reply to it
+    :ivar per_recipient: with LMTP, the reply after the data for each recipient
+        (delivered or not); empty for SMTP
     """
 
     reply: Reply
     accepted: tuple[str, ...]
     rejected: Mapping[str, Reply] = field(default_factory=lambda: MappingProxyType({}))
+    #: LMTP (RFC 2033): each accepted recipient's own reply after the data.
+    per_recipient: Mapping[str, Reply] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def queue_id(self) -> str | None:

@@ -83,6 +83,19 @@ class Capabilities(Mapping[str, tuple[str, ...]]):
         return frozenset(self._items.get("AUTH", ()))
 
     @property
+    def limits(self) -> dict[str, int]:
+        """The server's LIMITS (RFC 9422), e.g. ``{"RCPTMAX": 100, "MAILMAX": 1000}``.
+
+        Only well-formed positive numbers are kept; unknown limits are kept too.
+        """
+        limits: dict[str, int] = {}
+        for param in self._items.get("LIMITS", ()):
+            name, _, value = param.partition("=")
+            if value.isascii() and value.isdigit() and int(value) > 0:
+                limits[name.upper()] = int(value)
+        return limits
+
+    @property
     def size_limit(self) -> int | None:
         """The largest message the server accepts (RFC 1870), or None for no fixed limit.
 

@@ -31,6 +31,7 @@ __all__ = (
     "Ehlo",
     "Greeting",
     "Helo",
+    "Lhlo",
     "Mail",
     "Noop",
     "Quit",
@@ -240,6 +241,16 @@ class Helo(Ehlo):
 
     def encode(self) -> bytes:
         return b"HELO " + self.domain.encode("ascii") + b"\r\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Lhlo(Ehlo):
+    """LMTP's greeting command (RFC 2033 §4.1), in place of EHLO."""
+
+    name: ClassVar[str] = "LHLO"
+
+    def encode(self) -> bytes:
+        return b"LHLO " + self.domain.encode("ascii") + b"\r\n"
 
 
 @dataclass(frozen=True, slots=True)

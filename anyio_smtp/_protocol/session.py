@@ -119,10 +119,13 @@ class SMTPSession:
         self._pending.append(command)
         return command.encode()
 
-    def send_data(self, data: bytes, *, end: bool = False) -> bytes:
+    def send_data(self, data: bytes, *, end: bool = False, replies: int = 1) -> bytes:
         """Record that encoded message data is sent; ``end`` if it holds the terminator.
 
         The data must come from ``BodyEncoder``/``encode_body``.
+
+        :param replies: replies owed after the end: 1, or with LMTP one per
+            accepted recipient (RFC 2033 §4.2)
         """
         event = Event.END_OF_DATA if end else Event.BODY_CHUNK
         state = transition(self.state, event)
@@ -130,7 +133,7 @@ class SMTPSession:
         self._check_group(event)
         self.state = state
         if end:
-            self._pending.append(EndOfData())
+            self._pending.extend(EndOfData() for _ in range(replies))
         return data
 
     def _check_group(self, event: Event) -> None:

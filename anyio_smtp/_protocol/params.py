@@ -18,7 +18,7 @@ every server supports and which costs the same round trips for a small message.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -147,7 +147,7 @@ class DSN:
 
     ret: Literal["FULL", "HDRS"] | None = None
     envid: str | None = None
-    notify: frozenset[Notify] | None = None
+    notify: Collection[str] | None = None
     orcpt: bool = False
 
     def __post_init__(self) -> None:
@@ -176,7 +176,7 @@ class Recipient:
     """
 
     address: str
-    notify: frozenset[Notify] | None = None
+    notify: Collection[str] | None = None
     orcpt: str | None = None
 
     def __post_init__(self) -> None:

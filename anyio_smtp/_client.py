@@ -170,7 +170,8 @@ class SMTPClient:
         self.lmtp = lmtp
         self._transport = transport
         self._session = SMTPSession(tls=transport.tls)
-        self._lock = anyio.Lock()
+        self._lock = anyio.Semaphore(1)
+        self._batch_task: int | None = None
         self._tls_hostname = tls_hostname
         self._ehlo_domain = ehlo_domain
         self._allow_insecure_auth = allow_insecure_auth
@@ -226,6 +227,13 @@ class SMTPClient:
     @asynccontextmanager
     async def _exclusive(self) -> AsyncIterator[None]:
         """Hold the lock; refuse at once if the session is over."""
+        if self._batch_task is not None and self._batch_task == anyio.get_current_task().id:
+            raise LocalProtocolError(
+                "this task's send_many() batch still holds the session: finish the loop, "
+                "or leave it through contextlib.aclosing(), before using the client"
+            )
+        # A semaphore, not a lock: a batch abandoned without aclosing() is
+        # finished by the event loop in another task, which must release it.
         async with self._lock:
             if self.closed:
                 raise SessionClosedError("the SMTP session is closed; open a new one")
@@ -615,7 +623,7 @@ class SMTPClient:
             raise outcome
         return outcome
 
-    async def send_many(
+    def send_many(
         self,
         messages: Iterable[BatchItem] | AsyncIterable[BatchItem],
         *,
@@ -637,9 +645,17 @@ class SMTPClient:
         :class:`SMTPError` that message got (returned, not raised: a refused
         message does not stop the batch).  A failure of the session itself
         raises, after the messages in flight were given outcomes
-        (``DeliveryUnknownError`` for one whose data was fully sent).  Do not
-        call other methods of this client inside the loop; leaving the loop
-        early closes the session if a message is still in flight.
+        (``DeliveryUnknownError`` for one whose data was fully sent).
+
+        The batch holds the session until it ends: other tasks' calls wait,
+        and a call from inside the loop raises ``LocalProtocolError``.  To
+        leave the loop early, iterate inside ``contextlib.aclosing`` (trio
+        warns otherwise): leaving closes the session if a message is still in
+        flight::
+
+            async with aclosing(smtp.send_many(messages)) as outcomes:
+                async for outcome in outcomes:
+                    ...
 
         :param max_in_flight: most messages started and not yet answered;
             1 turns off pipelining across messages
@@ -655,17 +671,26 @@ class SMTPClient:
             or max_in_flight < 1
         ):
             raise InvalidArgumentError("max_in_flight must be a positive int")
-        options = Options(transfer, dsn, require_tls)
+        return self._send_many(messages, max_in_flight, Options(transfer, dsn, require_tls))
+
+    async def _send_many(
+        self,
+        messages: Iterable[BatchItem] | AsyncIterable[BatchItem],
+        max_in_flight: int,
+        options: Options,
+    ) -> AsyncGenerator[SendResult | SMTPError, None]:
         async with self._exclusive():
             self._session.check(Event.MAIL)
             engine = Engine(self, max_in_flight=max_in_flight)
             finished = False
+            self._batch_task = anyio.get_current_task().id
             try:
                 async with aclosing(engine.run(batch_jobs(messages, options))) as outcomes:
                     async for outcome in outcomes:
                         yield outcome
                 finished = True
             finally:
+                self._batch_task = None
                 if not finished and not self.closed and engine.in_transaction:
                     # The caller left with a message half sent: the only safe
                     # way out of a data phase is to drop the connection.
@@ -766,7 +791,7 @@ class SMTPClient:
         Never raises for a session that is already closed or a server that
         does not answer; the connection is always closed.
         """
-        if self.closed or self._lock.locked():
+        if self.closed or self._lock.value == 0:
             await self._abort(None)
             return
         try:

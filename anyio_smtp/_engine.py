@@ -404,12 +404,14 @@ class _Message:
             MappingProxyType(per_recipient),
         )
 
-    def lost(self, failure: SMTPError) -> SMTPError:
+    def lost(self, failure: SMTPError) -> SendResult | SMTPError:
         """The outcome when the session fails with some of this message's transactions open."""
-        delivered = [f for f in self.flights if isinstance(f.outcome, SendResult)]
         open_flights = [f for f in self.flights if f.outcome is None]
-        # RFC 1047: the data went out and the verdict was lost.
-        verdict_lost = any(f.written for f in open_flights) and isinstance(
+        if not open_flights:
+            return self._merge()
+        delivered = [f for f in self.flights if isinstance(f.outcome, SendResult)]
+        # RFC 1047: the data went out to somebody and the verdict was lost.
+        verdict_lost = any(f.written and f.accepted for f in open_flights) and isinstance(
             failure, (ServerDisconnectedError, SMTPTimeoutError)
         )
         if delivered or verdict_lost:
@@ -492,7 +494,8 @@ class Engine:
         self._wake = anyio.Event()
         self._writer_done = False
         self._out = bytearray()
-        self._out_slots: list[tuple[_Kind, Flight | None, int]] = []
+        #: (end offset in _out of what the reply answers, kind, flight, index)
+        self._out_slots: list[tuple[int, _Kind, Flight | None, int]] = []
 
     @property
     def in_transaction(self) -> bool:
@@ -509,6 +512,7 @@ class Engine:
             plan = plan_transfer(
                 capabilities,
                 size=job.content.size,
+                raw_size=job.content.raw_size,
                 eight_bit=job.content.eight_bit,
                 binary=job.content.binary,
                 smtputf8=job.smtputf8
@@ -583,10 +587,16 @@ class Engine:
             item = _Done(job) if isinstance(job, SMTPError) else self._plan(job)
             if isinstance(item, _Message):
                 pending = deque(item.flights)
-                while pending:
-                    flight = pending.popleft()
-                    await self._client._in_session(self._lock_step(flight))
-                    pending.extend(item.after(flight))
+                try:
+                    while pending:
+                        flight = pending.popleft()
+                        await self._client._in_session(self._lock_step(flight))
+                        pending.extend(item.after(flight))
+                except SMTPError as failure:
+                    # The session failed: this message gets its outcome first.
+                    item.outcome = item.lost(failure)
+                    yield item.outcome
+                    raise
             yield self._take(item)
 
     async def _lock_step(self, flight: Flight) -> None:
@@ -694,7 +704,15 @@ class Engine:
                 group.start_soon(self._reader)
                 await self._writer(new, body_next)
         except BaseExceptionGroup as exc:
-            raise _leaf(exc) from None
+            error = _leaf(exc)
+            if isinstance(error, SMTPError):
+                # Messages whose fate is already known keep it (a final 250
+                # before a 421 was still a delivery).
+                for flight in (body_next, *new):
+                    if flight is not None and flight.outcome is None and self._decided(flight):
+                        self._settle(flight)
+                        flight.message.after(flight)
+            raise error from None
         settled = [body_next] if body_next is not None else []
         for flight in new:
             if flight.plan.bdat or flight.data_reply is None or flight.data_reply.code != 354:
@@ -789,18 +807,14 @@ class Engine:
     # -- writing -----------------------------------------------------------------------
 
     def _queue(self, data: bytes, slots: Sequence[tuple[_Kind, Flight | None, int]]) -> None:
-        """Add bytes (and the replies they will be owed) to the group being written.
-
-        A group's small pieces go out in one write; a reply is expected only
-        once its command is on the wire, so its deadline starts then.
-        """
+        """Add bytes, and the replies they will be owed, to the group being written."""
         self._out += data
-        if not self._out:
-            # Nothing waits to be written: what these replies answer is on the wire.
-            for kind, flight, _index in slots:
-                if kind is _Kind.FINAL and flight is not None:
-                    flight.written = True
-        self._out_slots += slots
+        end = len(self._out)
+        for kind, flight, index in slots:
+            if end == 0 and kind is _Kind.FINAL and flight is not None:
+                # Nothing waits to be written: the end of the message is on the wire.
+                flight.written = True
+            self._out_slots.append((end, kind, flight, index))
 
     def _queue_commands(
         self, commands: list[Command], slots: Sequence[tuple[_Kind, Flight | None, int]]
@@ -809,16 +823,39 @@ class Engine:
         self._queue(b"".join(self._session.send(command) for command in commands), slots)
 
     async def _flush(self, *, expect: bool = True) -> None:
-        """Write what is queued; then (pipelined) expect the replies it is owed."""
-        if self._out:
-            data, self._out = bytes(self._out), bytearray()
-            await self._send(data, "sending commands")
+        """Write what is queued, expecting (pipelined) the replies it is owed.
+
+        Replies to commands are expected *before* their bytes are written, so
+        the reader takes them while a long group is still going out (no
+        deadlock against a server that answers as it reads, RFC 2920 §3.3).
+        The verdict on a message is expected only once the end of its data is
+        written, so a slow upload does not eat into its wait.
+        """
+        data, self._out = bytes(self._out), bytearray()
         slots, self._out_slots = self._out_slots, []
-        for kind, flight, index in slots:
-            if kind is _Kind.FINAL and flight is not None:
-                flight.written = True  # the end of the message is on the wire
+        if len(data) <= WRITE_COALESCE:
+            # A small group goes in one write (one packet, no waiting in between).
+            if expect:
+                for _end, kind, flight, index in slots:
+                    self._expect(kind, flight, index)
+            if data:
+                await self._send(data, "sending commands")
+            for _end, kind, flight, _index in slots:
+                if kind is _Kind.FINAL and flight is not None:
+                    flight.written = True
+            return
+        sent = 0
+        for end, kind, flight, index in slots:
+            if kind is _Kind.FINAL:
+                if end > sent:
+                    await self._send(data[sent:end], "sending the message data")
+                    sent = end
+                if flight is not None:
+                    flight.written = True  # the end of the message is on the wire
             if expect:
                 self._expect(kind, flight, index)
+        if len(data) > sent:
+            await self._send(data[sent:], "sending commands")
 
     async def _send(self, data: bytes, action: str) -> None:
         await self._transport.send(data, action=action, timeout=self._transport.timeouts.data_block)
@@ -926,17 +963,24 @@ class Engine:
                         flight.chunk_refusal = reply
 
     async def _final_reply(self, flight: Flight) -> Reply:
-        """The verdict on a fully written message: losing it means delivery is unknown."""
-        try:
-            return await self._client._reply()
-        except (ServerDisconnectedError, SMTPTimeoutError) as exc:
-            raise DeliveryUnknownError(flight.accepted, exc) from exc
+        """The verdict on a fully written message (its loss is judged by ``_Message.lost``)."""
+        return await self._client._reply()
 
     # -- outcomes ----------------------------------------------------------------------
 
+    def _decided(self, flight: Flight) -> bool:
+        """Whether the replies so far settle a flight's outcome."""
+        if flight.lone_dot:
+            return True  # nothing could be delivered, whatever the "." got
+        if self._client.lmtp and flight.final_replies:
+            return all(reply is not None for reply in flight.final_replies)
+        if flight.final_reply is not None:
+            return True
+        return flight.data_reply is not None and flight.data_reply.code != 354
+
     def _settle(self, flight: Flight) -> None:
         """Decide a flight's outcome from its replies."""
-        if self._client.lmtp and flight.final_replies:
+        if self._client.lmtp and flight.final_replies and not flight.lone_dot:
             self._settle_lmtp(flight)
             return
         refusal = flight.envelope_refusal()

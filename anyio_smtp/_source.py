@@ -10,7 +10,9 @@ chunks whatever the message size; its size is known only if the caller says
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncGenerator, AsyncIterable, Iterable
+import operator
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Iterator
+from contextlib import aclosing
 from typing import Any, TypeAlias
 
 import anyio
@@ -40,7 +42,16 @@ MessageSource: TypeAlias = (
 class Content:
     """A message's data, ready to be sent once (or, in memory, any number of times)."""
 
-    __slots__ = ("_data", "_encoded", "_source", "_used", "binary", "eight_bit", "size")
+    __slots__ = (
+        "_data",
+        "_encoded",
+        "_source",
+        "_used",
+        "binary",
+        "eight_bit",
+        "raw_size",
+        "size",
+    )
 
     def __init__(
         self,
@@ -55,11 +66,14 @@ class Content:
         self._encoded: EncodedBody | None = None
         #: The RFC 1870 size, when known.
         self.size = size
+        #: The size of the data as given (in memory only).
+        self.raw_size: int | None = None
         #: Whether the data has octets above 127 (None: unknown until sent).
         self.eight_bit: bool | None = None
         #: Whether the data holds NUL octets (binary; BINARYMIME material).
         self.binary = False
         if data is not None:
+            self.raw_size = len(data)
             self._encoded = encode_body(data)
             self.size = self._encoded.size
             self.eight_bit = self._encoded.eight_bit
@@ -78,6 +92,11 @@ class Content:
             return cls(data=message.encode("utf-8"))
         if isinstance(message, (bytes, bytearray, memoryview)):
             return cls(data=bytes(message))
+        if _exhausted(message):
+            raise InvalidArgumentError(
+                "this generator has already been read to its end; a streamed message "
+                "can be sent only once"
+            )
         if not (
             isinstance(message, (ByteReceiveStream, AsyncIterable, Iterable))
             or callable(getattr(message, "read", None))
@@ -113,6 +132,18 @@ class Content:
         return self._source
 
 
+def _exhausted(source: object) -> bool:
+    """A generator, async generator or iterator that has already been read to its end."""
+    if inspect.isgenerator(source):
+        return inspect.getgeneratorstate(source) == inspect.GEN_CLOSED
+    if inspect.isasyncgen(source):
+        return source.ag_frame is None
+    if isinstance(source, Iterator):
+        # Iterators over sized containers know how much is left.
+        return operator.length_hint(source, -1) == 0
+    return False
+
+
 def _check_chunk(chunk: object) -> bytes:
     if isinstance(chunk, bytes):
         return chunk
@@ -122,6 +153,23 @@ def _check_chunk(chunk: object) -> bytes:
 
 
 async def _chunks(source: object) -> AsyncGenerator[bytes, None]:
+    """Raw chunks from any supported source; refuses a source with no data at all.
+
+    An empty message is almost always a source read twice; sending it would
+    deliver an empty message, so the data phase is abandoned instead.
+    """
+    empty = True
+    async with aclosing(_raw_chunks(source)) as chunks:
+        async for chunk in chunks:
+            empty = False
+            yield chunk
+    if empty:
+        raise InvalidArgumentError(
+            "the streamed message has no data (was it read already?); nothing was delivered"
+        )
+
+
+async def _raw_chunks(source: object) -> AsyncGenerator[bytes, None]:
     """Raw chunks from any supported source; empty chunks are skipped."""
     if isinstance(source, ByteReceiveStream):
         while True:

@@ -68,6 +68,7 @@ def plan_transfer(
     size: int | None,
     eight_bit: bool | None,
     binary: bool = False,
+    raw_size: int | None = None,
     smtputf8: bool = False,
     transfer: Transfer = "auto",
 ) -> TransferPlan:
@@ -77,6 +78,7 @@ def plan_transfer(
         None when unknown
     :param eight_bit: whether the data has octets above 127; None when unknown
     :param binary: the data is binary (NUL octets) and would best travel unchanged
+    :param raw_size: the size of the data unchanged (what BINARYMIME carries)
     :param smtputf8: the addresses or header fields need SMTPUTF8
     :param transfer: ``"auto"``, or force ``"data"`` or ``"bdat"``
     :raises ExtensionNotSupportedError: something needed is not advertised
@@ -115,6 +117,8 @@ def plan_transfer(
                 "SMTPUTF8", "the message has non-ASCII addresses or header fields"
             )
         parameters.append("SMTPUTF8")
+    if binarymime and raw_size is not None:
+        size = raw_size  # sent byte for byte, so that is its size
     if "SIZE" in capabilities and size is not None:
         limit = capabilities.size_limit
         if limit is not None and size > limit:

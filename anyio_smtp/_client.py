@@ -75,6 +75,7 @@ from ._protocol.commands import (
     StartTLS,
     check_credential,
     check_domain,
+    check_hostname,
 )
 from ._protocol.params import DSN, Recipient, Transfer
 from ._protocol.replies import Reply
@@ -134,6 +135,13 @@ def _default_ehlo_domain(transport: Transport) -> str:
         except InvalidArgumentError:
             pass
     return transport.local_address_literal() or "localhost.localdomain"
+
+
+def _redacted(reply: Reply) -> Reply:
+    """A reply whose text is SASL data (a challenge, a server proof), with the text hidden."""
+    if reply.code == 334 or _success_data(reply) is not None:
+        return Reply(reply.code, ("[redacted]",), reply.enhanced_status)
+    return reply
 
 
 def _success_data(reply: Reply) -> bytes | None:
@@ -391,6 +399,7 @@ class SMTPClient:
         hostname = tls_hostname or self._tls_hostname
         if not hostname:
             raise InvalidArgumentError("pass tls_hostname: the name to verify the certificate for")
+        hostname = check_hostname(hostname, "tls_hostname")
         async with self._exclusive():
             if self._session.tls:
                 raise LocalProtocolError("TLS is already active on this session")
@@ -526,7 +535,7 @@ class SMTPClient:
                 else:
                     response = sasl.respond(challenge)
             except SASLFailure as exc:
-                raise AuthenticationError(sasl.name, reply, str(exc)) from None
+                raise AuthenticationError(sasl.name, _redacted(reply), str(exc)) from None
             reply = await self._command(AuthResponse(response))
         if reply.code != 235:
             raise AuthenticationError(sasl.name, reply, sasl.failure_detail())
@@ -535,7 +544,7 @@ class SMTPClient:
         except SASLFailure as exc:
             # RFC 5802 §5.1: the client must verify the server, even after a 235.
             self._session.authenticated = False
-            raise AuthenticationError(sasl.name, reply, str(exc)) from None
+            raise AuthenticationError(sasl.name, _redacted(reply), str(exc)) from None
         return reply
 
     async def send_mail(

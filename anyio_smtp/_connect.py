@@ -16,7 +16,7 @@ from anyio.abc import ByteStream
 
 from ._client import SMTPClient
 from ._errors import InvalidArgumentError
-from ._protocol.commands import check_domain
+from ._protocol.commands import check_domain, check_hostname
 from ._timeouts import DEFAULT_TIMEOUTS, Timeouts
 from ._transport import Transport, open_transport
 from .audit import AuditHook, Connected
@@ -62,14 +62,13 @@ def _check_options(
         raise InvalidArgumentError("ssl_context must be an ssl.SSLContext")
     if ehlo_domain is not None:
         check_domain(ehlo_domain)
-    if tls_hostname is not None and (not isinstance(tls_hostname, str) or not tls_hostname):
-        raise InvalidArgumentError("tls_hostname must be a non-empty str")
+    if tls_hostname is not None:
+        check_hostname(tls_hostname, "tls_hostname")
     return timeouts
 
 
 def _check_endpoint(host: str, port: int) -> None:
-    if not isinstance(host, str) or not host:
-        raise InvalidArgumentError("host must be a non-empty str")
+    check_hostname(host, "host")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise InvalidArgumentError("port must be an int from 1 to 65535")
 

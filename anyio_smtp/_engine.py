@@ -51,6 +51,7 @@ from ._errors import (
     ExtensionNotSupportedError,
     InvalidArgumentError,
     RecipientsRefusedError,
+    RemoteProtocolError,
     ReplyError,
     SenderRefusedError,
     ServerDisconnectedError,
@@ -412,7 +413,7 @@ class _Message:
         delivered = [f for f in self.flights if isinstance(f.outcome, SendResult)]
         # RFC 1047: the data went out to somebody and the verdict was lost.
         verdict_lost = any(f.written and f.accepted for f in open_flights) and isinstance(
-            failure, (ServerDisconnectedError, SMTPTimeoutError)
+            failure, (ServerDisconnectedError, SMTPTimeoutError, RemoteProtocolError)
         )
         if delivered or verdict_lost:
             # Some recipients may have it already: it must not be sent again blindly.

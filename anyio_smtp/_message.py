@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import copy
 import io
+import re
 from dataclasses import dataclass
+from email.errors import MessageError
 from email.generator import BytesGenerator
 from email.message import Message
 from email.policy import SMTPUTF8, EmailPolicy
@@ -33,10 +35,21 @@ class PreparedMessage:
     smtputf8: bool
 
 
+# A line break that does not start a folded continuation line: a second header
+# field (or command) smuggled into the value.
+_BARE_BREAK = re.compile(r"[\r\n](?![ \t])|\r(?!\n)")
+
+
 def _addresses(message: Message, *fields: str) -> list[str]:
     values: list[str] = []
     for field in fields:
-        values.extend(str(value) for value in message.get_all(field, []))
+        for value in message.get_all(field, []):
+            text = str(value)
+            if _BARE_BREAK.search(text.rstrip("\r\n")) or "\0" in text:
+                raise InvalidArgumentError(
+                    f"the {field} field holds a line break or NUL that is not folding"
+                )
+            values.append(text)
     return [address for _name, address in getaddresses(values) if address]
 
 
@@ -87,5 +100,8 @@ def prepare_message(
         # legacy compat32 policy can not do that; email.policy.SMTPUTF8 can.
         policy = policy.clone(utf8=True) if isinstance(policy, EmailPolicy) else SMTPUTF8
     buffer = io.BytesIO()
-    BytesGenerator(buffer, mangle_from_=False, policy=policy).flatten(stripped, linesep="\r\n")
+    try:
+        BytesGenerator(buffer, mangle_from_=False, policy=policy).flatten(stripped, linesep="\r\n")
+    except (MessageError, UnicodeError, ValueError) as exc:
+        raise InvalidArgumentError(f"the message can not be serialised: {exc}") from exc
     return PreparedMessage(sender, tuple(recipients), buffer.getvalue(), smtputf8)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 
 from ._errors import InvalidArgumentError
-from ._protocol.commands import Command, Data, EndOfData, Greeting, Mail, Rcpt
+from ._protocol.commands import Bdat, Command, Data, EndOfData, Greeting, Mail, Rcpt
 
 __all__ = ("DEFAULT_TIMEOUT", "DEFAULT_TIMEOUTS", "Timeouts")
 
@@ -95,6 +95,9 @@ class Timeouts:
             return self.data_initiation
         if isinstance(command, EndOfData):
             return self.data_termination
+        if isinstance(command, Bdat):
+            # The reply to the last chunk is the verdict on the message.
+            return self.data_termination if command.last else self.data_block
         return self.command
 
 

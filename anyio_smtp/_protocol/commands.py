@@ -40,6 +40,7 @@ __all__ = (
     "StartTLS",
     "check_credential",
     "check_domain",
+    "check_hostname",
     "check_esmtp_parameter",
     "check_mailbox",
 )
@@ -96,6 +97,29 @@ def check_domain(domain: str) -> str:
     if len(domain) > MAX_DOMAIN_LENGTH:
         raise InvalidArgumentError(f"the EHLO domain is longer than {MAX_DOMAIN_LENGTH} octets")
     return domain
+
+
+_HOSTNAME = re.compile(r"[A-Za-z0-9._:\[\]-]+")
+
+
+def check_hostname(name: str, what: str = "host name") -> str:
+    """Validate a host name or IP address (for connecting and TLS verification).
+
+    A non-ASCII name is turned into its IDNA (punycode) form.
+
+    :raises InvalidArgumentError: empty, or holding anything but letters,
+        digits, ``.``, ``-``, ``_``, ``:`` and brackets
+    """
+    if not isinstance(name, str) or not name:
+        raise InvalidArgumentError(f"the {what} must be a non-empty str")
+    if not name.isascii():
+        try:
+            name = name.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise InvalidArgumentError(f"the {what} is not a valid host name") from None
+    if not _HOSTNAME.fullmatch(name) or len(name) > MAX_DOMAIN_LENGTH:
+        raise InvalidArgumentError(f"the {what} {name!r} is not a valid host name or address")
+    return name
 
 
 def check_mailbox(address: str, *, role: str, allow_null: bool = False) -> str:

@@ -186,6 +186,12 @@ class Recipient:
     def __post_init__(self) -> None:
         if self.notify is not None:
             object.__setattr__(self, "notify", check_notify(self.notify))
+        if self.orcpt is not None and (
+            not isinstance(self.orcpt, str)
+            or not self.orcpt
+            or any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in self.orcpt)
+        ):
+            raise InvalidArgumentError("ORCPT must be an address without control characters")
 
 
 def check_notify(notify: Iterable[str]) -> frozenset[Notify]:

@@ -77,7 +77,8 @@ def _error_detail(challenge: bytes) -> str | None:
         return None
     try:
         document = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
+        # RecursionError: deeply nested arrays from a hostile server.
         document = None
     if not isinstance(document, dict):
         return f"the server's error details are not JSON: {text!r}"

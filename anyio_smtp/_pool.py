@@ -106,7 +106,8 @@ class SMTPPool:
         function that connects and logs in
     :param max_connections: most sessions open at once
     :param max_messages_per_connection: a session is closed (with QUIT) after
-        sending this many messages; None for no limit
+        sending this many messages (or fewer, if the server's LIMITS says
+        MAILMAX); None for no limit but the server's
     :param idle_timeout: seconds a session may sit unused before it is closed
         instead of reused; None keeps it
     :param retries: how many times a message that certainly was not delivered
@@ -225,12 +226,7 @@ class SMTPPool:
 
     async def _release(self, connection: _Connection) -> None:
         try:
-            limit = self.max_messages_per_connection
-            if (
-                self._closed
-                or connection.client.closed
-                or (limit is not None and connection.messages >= limit)
-            ):
+            if self._closed or connection.client.closed or self._room(connection) <= 0:
                 with anyio.CancelScope(shield=True):
                     await connection.client.aclose()
             else:
@@ -239,9 +235,14 @@ class SMTPPool:
         finally:
             self._slots.release()
 
+    def _limit(self, connection: _Connection) -> float:
+        """Messages a session may carry: ours, and the server's LIMITS MAILMAX (RFC 9422)."""
+        limit: float = self.max_messages_per_connection or math.inf
+        mailmax = connection.client.capabilities.limits.get("MAILMAX")
+        return min(limit, mailmax) if mailmax else limit
+
     def _room(self, connection: _Connection) -> float:
-        limit = self.max_messages_per_connection
-        return math.inf if limit is None else limit - connection.messages
+        return self._limit(connection) - connection.messages
 
     # -- one message -----------------------------------------------------------------
 

@@ -172,3 +172,19 @@ def test_arguments_are_checked() -> None:
         SMTPPool("not callable")  # type: ignore[arg-type]
     with pytest.raises(InvalidArgumentError):
         SMTPPool(lambda: None, retries=-1)  # type: ignore[arg-type,return-value]
+
+
+async def test_the_servers_mailmax_limits_each_session() -> None:
+    extensions = ["PIPELINING", "8BITMIME", "LIMITS MAILMAX=2"]
+    async with SMTPTestServer(extensions=extensions) as server, SMTPPool(factory(server)) as pool:
+        for index in range(5):
+            await pool.send_mail(SENDER, ["a@example.test"], message(index))
+        items = [(SENDER, ["a@example.test"], message(i)) for i in range(5, 10)]
+        outcomes = [outcome async for outcome in pool.send_many(items)]
+    assert all(isinstance(outcome, SendResult) for outcome in outcomes)
+    assert indexes(server) == list(range(10))
+    # No session carried more than two messages.
+    per_session: dict[int, int] = {}
+    for received in server.messages:
+        per_session[received.session] = per_session.get(received.session, 0) + 1
+    assert max(per_session.values()) <= 2

@@ -96,6 +96,51 @@ async def _start(
     return client
 
 
+def _tcp_session(
+    host: str,
+    port: int,
+    *,
+    ssl_context: ssl.SSLContext | None,
+    tls_hostname: str | None,
+    ehlo_domain: str | None,
+    timeout: float | Timeouts | None,
+    allow_insecure_auth: bool,
+    local_host: str | None,
+    audit: AuditHook | None,
+    implicit_tls: bool = False,
+    starttls: bool = False,
+    lmtp: bool = False,
+) -> SessionOpener:
+    """What the TCP entry points share: check the arguments now, connect when awaited."""
+    _check_endpoint(host, port)
+    timeouts = _check_options(
+        timeout=timeout, ssl_context=ssl_context, ehlo_domain=ehlo_domain, tls_hostname=tls_hostname
+    )
+    verify = tls_hostname or host
+
+    async def open_() -> SMTPClient:
+        transport = await open_transport(host, port, timeouts=timeouts, local_host=local_host)
+        client = SMTPClient(
+            transport,
+            tls_hostname=verify,
+            ehlo_domain=ehlo_domain,
+            allow_insecure_auth=allow_insecure_auth,
+            audit=audit,
+            lmtp=lmtp,
+        )
+        return await _start(
+            client,
+            host=host,
+            port=port,
+            implicit_tls=implicit_tls,
+            starttls=starttls,
+            ssl_context=ssl_context,
+            tls_hostname=verify,
+        )
+
+    return SessionOpener(open_)
+
+
 def connect(
     host: str,
     port: int = 25,
@@ -136,30 +181,18 @@ def connect(
     :raises SMTPTimeoutError: the server did not answer in time
     :raises InvalidArgumentError: an argument is invalid (raised at call time)
     """
-    _check_endpoint(host, port)
-    timeouts = _check_options(
-        timeout=timeout, ssl_context=ssl_context, ehlo_domain=ehlo_domain, tls_hostname=tls_hostname
+    return _tcp_session(
+        host,
+        port,
+        ssl_context=ssl_context,
+        tls_hostname=tls_hostname,
+        ehlo_domain=ehlo_domain,
+        timeout=timeout,
+        allow_insecure_auth=allow_insecure_auth,
+        local_host=local_host,
+        audit=audit,
+        implicit_tls=tls,
     )
-
-    async def open_() -> SMTPClient:
-        transport = await open_transport(host, port, timeouts=timeouts, local_host=local_host)
-        client = SMTPClient(
-            transport,
-            tls_hostname=tls_hostname or host,
-            ehlo_domain=ehlo_domain,
-            allow_insecure_auth=allow_insecure_auth,
-            audit=audit,
-        )
-        return await _start(
-            client,
-            host=host,
-            port=port,
-            implicit_tls=tls,
-            ssl_context=ssl_context,
-            tls_hostname=tls_hostname or host,
-        )
-
-    return SessionOpener(open_)
 
 
 def connect_starttls(
@@ -190,30 +223,18 @@ def connect_starttls(
 
     The other parameters are those of :func:`connect`.
     """
-    _check_endpoint(host, port)
-    timeouts = _check_options(
-        timeout=timeout, ssl_context=ssl_context, ehlo_domain=ehlo_domain, tls_hostname=tls_hostname
+    return _tcp_session(
+        host,
+        port,
+        ssl_context=ssl_context,
+        tls_hostname=tls_hostname,
+        ehlo_domain=ehlo_domain,
+        timeout=timeout,
+        allow_insecure_auth=allow_insecure_auth,
+        local_host=local_host,
+        audit=audit,
+        starttls=True,
     )
-
-    async def open_() -> SMTPClient:
-        transport = await open_transport(host, port, timeouts=timeouts, local_host=local_host)
-        client = SMTPClient(
-            transport,
-            tls_hostname=tls_hostname or host,
-            ehlo_domain=ehlo_domain,
-            allow_insecure_auth=allow_insecure_auth,
-            audit=audit,
-        )
-        return await _start(
-            client,
-            host=host,
-            port=port,
-            starttls=True,
-            ssl_context=ssl_context,
-            tls_hostname=tls_hostname or host,
-        )
-
-    return SessionOpener(open_)
 
 
 def connect_stream(
@@ -283,28 +304,16 @@ def connect_lmtp(
 
     The parameters are those of :func:`connect`.
     """
-    _check_endpoint(host, port)
-    timeouts = _check_options(
-        timeout=timeout, ssl_context=ssl_context, ehlo_domain=ehlo_domain, tls_hostname=tls_hostname
+    return _tcp_session(
+        host,
+        port,
+        ssl_context=ssl_context,
+        tls_hostname=tls_hostname,
+        ehlo_domain=ehlo_domain,
+        timeout=timeout,
+        allow_insecure_auth=allow_insecure_auth,
+        local_host=local_host,
+        audit=audit,
+        implicit_tls=tls,
+        lmtp=True,
     )
-
-    async def open_() -> SMTPClient:
-        transport = await open_transport(host, port, timeouts=timeouts, local_host=local_host)
-        client = SMTPClient(
-            transport,
-            tls_hostname=tls_hostname or host,
-            ehlo_domain=ehlo_domain,
-            allow_insecure_auth=allow_insecure_auth,
-            audit=audit,
-            lmtp=True,
-        )
-        return await _start(
-            client,
-            host=host,
-            port=port,
-            implicit_tls=tls,
-            ssl_context=ssl_context,
-            tls_hostname=tls_hostname or host,
-        )
-
-    return SessionOpener(open_)

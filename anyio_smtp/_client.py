@@ -806,8 +806,8 @@ class SMTPClient:
         try:
             with anyio.move_on_after(QUIT_TIMEOUT):
                 await self.quit()
-        except (SMTPError, LocalProtocolError):
-            pass
+        except SMTPError:
+            pass  # the connection is closed below whatever QUIT got
         finally:
             await self._abort(None)
 

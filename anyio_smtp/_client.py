@@ -313,12 +313,14 @@ class SMTPClient:
     async def _reply(self) -> Reply:
         """Receive the next reply (for the oldest command still owed one)."""
         session = self._session
-        awaiting = session.awaiting
-        action = f"waiting for the reply to {awaiting.name if awaiting else 'a command'}"
-        # One deadline for the whole reply: a trickle of bytes does not extend it.
-        with self._transport.deadline(action, self._transport.timeouts.for_reply(awaiting)):
-            while (event := session.next_event()) is NEED_DATA:
-                session.receive_data(await self._transport.receive(action=action))
+        event = session.next_event()
+        if event is NEED_DATA:
+            awaiting = session.awaiting
+            action = f"waiting for the reply to {awaiting.name if awaiting else 'a command'}"
+            # One deadline for the whole reply: a trickle of bytes does not extend it.
+            with self._transport.deadline(action, self._transport.timeouts.for_reply(awaiting)):
+                while (event := session.next_event()) is NEED_DATA:
+                    session.receive_data(await self._transport.receive(action=action))
         reply = event.reply
         if logger.isEnabledFor(logging.DEBUG):
             _log_reply(reply, redact=reply.code == 334)

@@ -68,22 +68,34 @@ def _translated(action: str, timeout: float | None, *, handshake: bool = False) 
             yield
     except SMTPError:
         raise
-    except TimeoutError as exc:
-        raise SMTPTimeoutError(f"timed out after {_seconds(timeout)} {action}") from exc
-    except ssl.SSLCertVerificationError as exc:
+    except _FOREIGN as exc:
+        raise _translate(exc, action, timeout, handshake=handshake) from exc
+
+
+#: What the streams and ssl raise, and ``_translate`` turns into our errors.
+_FOREIGN = (
+    TimeoutError,
+    anyio.EndOfStream,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    OSError,
+)
+
+
+def _translate(
+    exc: BaseException, action: str, timeout: float | None, *, handshake: bool = False
+) -> SMTPError:
+    """Our error for a foreign one (chain it with ``from``)."""
+    if isinstance(exc, TimeoutError):
+        return SMTPTimeoutError(f"timed out after {_seconds(timeout)} {action}")
+    if isinstance(exc, ssl.SSLCertVerificationError):
         detail = exc.verify_message or exc.reason or str(exc)
-        raise TLSCertificateError(f"the server's certificate was refused: {detail}") from exc
-    except ssl.SSLError as exc:
-        raise TLSError(f"TLS failed {action}: {exc.reason or exc}") from exc
-    except (
-        anyio.EndOfStream,
-        anyio.BrokenResourceError,
-        anyio.ClosedResourceError,
-        OSError,
-    ) as exc:
-        if handshake:
-            raise TLSError(f"the connection was lost {action}") from exc
-        raise ServerDisconnectedError(f"the connection was lost {action}") from exc
+        return TLSCertificateError(f"the server's certificate was refused: {detail}")
+    if isinstance(exc, ssl.SSLError):
+        return TLSError(f"TLS failed {action}: {exc.reason or exc}")
+    if handshake:
+        return TLSError(f"the connection was lost {action}")
+    return ServerDisconnectedError(f"the connection was lost {action}")
 
 
 class Transport:
@@ -153,9 +165,16 @@ class Transport:
                 await self._stream.send(bytes(view[start : start + WRITE_CHUNK]))
 
     async def receive(self, *, action: str) -> bytes:
-        """Receive the next bytes; EOF is an error because a reply is always owed."""
-        with _translated(action, None):
+        """Receive the next bytes; EOF is an error because a reply is always owed.
+
+        No deadline here: the caller bounds the whole wait for a reply.
+        """
+        try:
             return await self._stream.receive(READ_SIZE)
+        except SMTPError:
+            raise
+        except _FOREIGN as exc:
+            raise _translate(exc, action, None) from exc
 
     def deadline(self, action: str, timeout: float | None) -> AbstractContextManager[None]:
         """Bound a whole block (e.g. waiting for one reply) by ``timeout``."""

@@ -30,7 +30,6 @@ from anyio_smtp import (
     SMTPError,
 )
 from anyio_smtp._engine import BDAT_CHUNK, BatchItem
-from anyio_smtp._protocol.params import BDAT_THRESHOLD
 from anyio_smtp.testing import MemoryByteStream
 from tests.client.scripted import Peer, scripted
 
@@ -263,7 +262,7 @@ async def test_binary_content_without_binarymime_is_normalised_8bitmime() -> Non
     binary = b"\x00 nul\nbare LF\xff"
     server = ChunkServer(CHUNKING_PIPELINED)
     async with session(server.run) as (_stream, smtp):
-        await smtp.send_mail(SENDER, BOB, binary)
+        await smtp.send_mail(SENDER, BOB, binary, transfer="data")
     mail, _rcpt, data, _end = server.events
     assert mail.command == f"MAIL FROM:<{SENDER}> BODY=8BITMIME"
     assert data.command == "DATA"
@@ -373,7 +372,9 @@ async def test_a_refused_chunk_stops_the_message_and_resets(
         with pytest.raises(DataRefusedError) as caught:
             await smtp.send_mail(SENDER, BOB, body)
         assert smtp.state is SessionState.READY
-        after = await smtp.send_mail(SENDER, BOB, b"Subject: after\r\n\r\nsmall\r\n")
+        after = await smtp.send_mail(
+            SENDER, BOB, b"Subject: after\r\n\r\nsmall\r\n", transfer="data"
+        )
     assert caught.value.command == "BDAT"
     assert caught.value.reply.code == 552
     assert caught.value.reply.message == "message too big for me"
@@ -400,7 +401,7 @@ async def test_a_refused_last_chunk_is_a_data_refusal(
         with pytest.raises(DataRefusedError) as caught:
             await smtp.send_mail(SENDER, BOB, DOTTY, transfer="bdat")
         assert smtp.state is SessionState.READY
-        await smtp.send_mail(SENDER, CAROL, b"Subject: fine\r\n\r\n")
+        await smtp.send_mail(SENDER, CAROL, b"Subject: fine\r\n\r\n", transfer="data")
     assert caught.value.command == "BDAT"
     assert caught.value.reply.code == 554
     assert caught.value.is_permanent
@@ -540,8 +541,8 @@ async def drain(
 async def test_transfer_data_forces_data_even_for_a_large_message(
     ehlo_lines: tuple[str, ...], pipelined: bool
 ) -> None:
-    body = b"\r\n".join(b".dotted line %06d" % i for i in range(BDAT_THRESHOLD // 18 + 1))
-    assert len(body) >= BDAT_THRESHOLD
+    body = b"\r\n".join(b".dotted line %06d" % i for i in range(20_000))
+    assert len(body) >= 256 * 1024
     server = ChunkServer(ehlo_lines)
     async with session(server.run) as (_stream, smtp):
         await smtp.send_mail(SENDER, BOB, body, transfer="data")

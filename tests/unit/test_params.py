@@ -19,10 +19,10 @@ from anyio_smtp import (
     MessageTooLargeError,
     SMTPError,
 )
-from anyio_smtp._protocol.params import BDAT_THRESHOLD, Transfer, TransferPlan, plan_transfer
+from anyio_smtp._protocol.params import Transfer, TransferPlan, plan_transfer
 
 SMALL = 1200
-LARGE = BDAT_THRESHOLD
+LARGE = 300_000
 ALL = ("8BITMIME", "SMTPUTF8", "SIZE", "CHUNKING", "BINARYMIME")
 
 
@@ -62,10 +62,12 @@ TABLE: dict[str, Row] = {
     # -- plain 7-bit messages ------------------------------------------------------------
     "7bit small, nothing advertised: DATA, no parameter": Row((), SMALL, False, DATA_7BIT),
     "7bit small, 8BITMIME advertised: no BODY=": Row(("8BITMIME",), SMALL, False, DATA_7BIT),
-    "7bit small, CHUNKING advertised: still DATA": Row(("CHUNKING",), SMALL, False, DATA_7BIT),
-    "7bit small, everything advertised: only SIZE=": Row(ALL, SMALL, False, plan(f"SIZE={SMALL}")),
-    "7bit just below the BDAT threshold: DATA": Row(
-        ("CHUNKING",), BDAT_THRESHOLD - 1, False, DATA_7BIT
+    "7bit small, CHUNKING advertised: BDAT": Row(("CHUNKING",), SMALL, False, plan(bdat=True)),
+    "7bit small, everything advertised: BDAT, only SIZE=": Row(
+        ALL, SMALL, False, plan(f"SIZE={SMALL}", bdat=True)
+    ),
+    "7bit small, PIPELINING but no CHUNKING: DATA": Row(
+        ("PIPELINING",), SMALL, False, DATA_7BIT
     ),
     "keywords are case-insensitive": Row(
         ("chunking", "8bitmime"), LARGE, True, plan("BODY=8BITMIME", bdat=True)
@@ -115,8 +117,8 @@ TABLE: dict[str, Row] = {
     "streamed with size given over the limit: refused": Row(
         ("SIZE 4000", "8BITMIME"), 5000, None, Refused(MessageTooLargeError)
     ),
-    "streamed with a small size given, CHUNKING: DATA": Row(
-        ("CHUNKING", "8BITMIME"), 5000, None, plan("BODY=8BITMIME")
+    "streamed with a small size given, CHUNKING: BDAT": Row(
+        ("CHUNKING", "8BITMIME"), 5000, None, plan("BODY=8BITMIME", bdat=True)
     ),
     "streamed with a large size given, CHUNKING: BDAT": Row(
         ("CHUNKING", "8BITMIME", "SIZE"),
@@ -139,8 +141,8 @@ TABLE: dict[str, Row] = {
         plan("BODY=BINARYMIME", bdat=True, binary=True),
         binary=True,
     ),
-    "binary without BINARYMIME: 8BITMIME over DATA": Row(
-        ("CHUNKING", "8BITMIME"), SMALL, True, plan("BODY=8BITMIME"), binary=True
+    "binary without BINARYMIME: BDAT with 8BITMIME": Row(
+        ("CHUNKING", "8BITMIME"), SMALL, True, plan("BODY=8BITMIME", bdat=True), binary=True
     ),
     "binary, BINARYMIME without CHUNKING: 8BITMIME": Row(
         ("BINARYMIME", "8BITMIME"), SMALL, False, plan("BODY=8BITMIME"), binary=True
@@ -262,8 +264,8 @@ def test_defaults_are_auto_text_without_smtputf8() -> None:
 
 # -- invariants over every combination ---------------------------------------------------
 
-SIZES = (0, SMALL, BDAT_THRESHOLD - 1, BDAT_THRESHOLD, 3_000_000, None)
-LIMITS = ("SIZE", "SIZE 0", f"SIZE {SMALL}", f"SIZE {BDAT_THRESHOLD}")
+SIZES = (0, SMALL, LARGE - 1, LARGE, 3_000_000, None)
+LIMITS = ("SIZE", "SIZE 0", f"SIZE {SMALL}", f"SIZE {LARGE}")
 TRANSFERS: tuple[Transfer, ...] = get_args(Transfer)
 
 
@@ -334,10 +336,7 @@ def test_every_combination_keeps_the_rules() -> None:
         elif transfer == "bdat":
             assert result.bdat
         else:
-            assert result.bdat == (
-                "CHUNKING" in capabilities
-                and (result.binary or size is None or size >= BDAT_THRESHOLD)
-            )
+            assert result.bdat == ("CHUNKING" in capabilities)
         if result.bdat:
             assert "CHUNKING" in capabilities
         # BINARYMIME: only for binary data, only with BDAT, only when offered.

@@ -23,8 +23,9 @@ from ._protocol.body import EncodedBody, encode_body, normalize_body
 
 __all__ = ("READ_CHUNK", "Content", "MessageSource")
 
-#: Bytes read from a streamed source at a time.
-READ_CHUNK = 64 * 1024
+#: Bytes read from a streamed source at a time (the memory a streamed message
+#: needs is a small multiple of this).
+READ_CHUNK = 256 * 1024
 
 #: What ``send_mail`` accepts as the message.
 MessageSource: TypeAlias = (

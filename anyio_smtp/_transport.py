@@ -39,7 +39,7 @@ __all__ = ("READ_SIZE", "WRITE_CHUNK", "Transport", "default_ssl_context", "open
 #: Most bytes asked for in one receive.
 READ_SIZE = 65536
 #: Most bytes handed to the stream in one send (one inactivity deadline each).
-WRITE_CHUNK = 65536
+WRITE_CHUNK = 256 * 1024
 
 _default_context: ssl.SSLContext | None = None
 

@@ -77,8 +77,10 @@ class BodyEncoder:
                 return b""
         if not self.eight_bit and not data.isascii():
             self.eight_bit = True
-        # Normalise only when needed: most input already uses CRLF throughout.
-        if data.count(b"\r") != data.count(b"\n") or data.count(b"\r\n") != data.count(b"\n"):
+        # Normalise only when needed: most input already uses CRLF throughout,
+        # which three C-speed counts confirm faster than any regex scan.
+        crlf = data.count(b"\r\n")
+        if crlf != data.count(b"\n") or crlf != data.count(b"\r"):
             data = _LINE_ENDING.sub(b"\r\n", data)
         self.size += len(data)
         if not self._dot_stuff:

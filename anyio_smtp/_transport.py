@@ -16,8 +16,8 @@ from __future__ import annotations
 import ipaddress
 import socket
 import ssl
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
+from types import TracebackType
 
 import anyio
 from anyio.abc import ByteStream, SocketAttribute
@@ -56,20 +56,47 @@ def _seconds(timeout: float | None) -> str:
     return f"{timeout:g} s" if timeout is not None else "ever"
 
 
-@contextmanager
-def _translated(action: str, timeout: float | None, *, handshake: bool = False) -> Iterator[None]:
-    """Run a block under ``timeout`` and turn foreign exceptions into ours.
+class _Translated:
+    """A deadline for a block, and foreign exceptions turned into ours (``with`` only).
 
-    :param action: what the block does, for messages ("waiting for the reply to DATA")
-    :param handshake: failures are TLS handshake failures
+    Built on a bare cancel scope rather than ``anyio.fail_after``: this sits
+    on every write and every wait for a reply, so it avoids a generator-based
+    context manager per use.
     """
-    try:
-        with anyio.fail_after(timeout):
-            yield
-    except SMTPError:
-        raise
-    except _FOREIGN as exc:
-        raise _translate(exc, action, timeout, handshake=handshake) from exc
+
+    __slots__ = ("_action", "_handshake", "_scope", "_timeout")
+
+    def __init__(self, action: str, timeout: float | None, *, handshake: bool = False) -> None:
+        self._action = action
+        self._timeout = timeout
+        self._handshake = handshake
+        self._scope: anyio.CancelScope | None = None
+
+    def __enter__(self) -> None:
+        if self._timeout is not None:
+            self._scope = anyio.CancelScope(deadline=anyio.current_time() + self._timeout)
+            self._scope.__enter__()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        scope = self._scope
+        if scope is not None:
+            scope.__exit__(exc_type, exc, traceback)
+            # As anyio.fail_after decides: our own deadline ended the block.
+            if scope.cancelled_caught and anyio.current_time() >= scope.deadline:
+                raise SMTPTimeoutError(
+                    f"timed out after {_seconds(self._timeout)} {self._action}"
+                ) from None
+        if exc is None or isinstance(exc, SMTPError) or not isinstance(exc, _FOREIGN):
+            return
+        raise _translate(exc, self._action, self._timeout, handshake=self._handshake) from exc
+
+
+_translated = _Translated
 
 
 #: What the streams and ssl raise, and ``_translate`` turns into our errors.

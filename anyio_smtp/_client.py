@@ -710,9 +710,16 @@ class SMTPClient:
     # -- helpers for the sending engine ------------------------------------------------
 
     async def _in_session(self, coroutine: Awaitable[T]) -> T:
-        """Run part of an exchange under the single poison point."""
-        async with self._fatal_on_error():
+        """Run part of an exchange under the single poison point.
+
+        The same as ``async with self._fatal_on_error()``, written out: the
+        sending engine calls this once per round.
+        """
+        try:
             return await coroutine
+        except BaseException as exc:
+            await self._abort(exc)
+            raise
 
     def _log_data(self, size: int) -> None:
         logger.debug("C: [message data, %d octets]", size)

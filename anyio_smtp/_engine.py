@@ -699,7 +699,6 @@ class Engine:
         :return: follow-up transactions (recipients over a server's limit)
         """
         self._writer_done = False
-        self._wake = anyio.Event()
         try:
             if self._small(new, body_next):
                 # One small write: the server can not fill our buffers before
@@ -709,6 +708,7 @@ class Engine:
                     reply = await self._client._reply()
                     self._record(self._slots.popleft(), reply)
             else:
+                self._wake = anyio.Event()
                 async with anyio.create_task_group() as group:
                     group.start_soon(self._reader)
                     await self._writer(new, body_next)

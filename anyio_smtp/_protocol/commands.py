@@ -11,6 +11,7 @@ credential.
 from __future__ import annotations
 
 import base64
+import functools
 import re
 from dataclasses import dataclass
 from typing import ClassVar
@@ -131,6 +132,13 @@ def check_mailbox(address: str, *, role: str, allow_null: bool = False) -> str:
     """
     if not isinstance(address, str):
         raise InvalidArgumentError(f"the {role} address must be a str")
+    # Batches repeat addresses, and each is checked on the way in and again
+    # when its command is built: remember the ones that passed.
+    return _checked_mailbox(address, role, allow_null)
+
+
+@functools.lru_cache(maxsize=4096)
+def _checked_mailbox(address: str, role: str, allow_null: bool) -> str:
     if address == "":
         if allow_null:
             return address

@@ -91,7 +91,8 @@ __all__ = (
     "recipient_list",
 )
 
-#: Most octets in one BDAT chunk (the memory a streamed BDAT message needs).
+#: Most octets in one BDAT chunk of an in-memory message (a streamed one goes
+#: in chunks as read, up to READ_CHUNK octets each).
 BDAT_CHUNK = 1024 * 1024
 #: Groups up to this size go out in one write.
 WRITE_COALESCE = 64 * 1024
@@ -952,19 +953,22 @@ class Engine:
                 yield bytes(view[start:end]), end >= len(view)
             return
         encoder = None if flight.plan.binary else BodyEncoder(dot_stuff=False)
-        buffer = bytearray()
+        # Each read chunk becomes a BDAT chunk as it is (no copying into a
+        # buffer); one is held back to learn whether it is the last.
+        held = b""
         async with aclosing(content.stream()) as chunks:
             async for chunk in chunks:
                 if encoder is not None:
                     chunk = encoder.encode(chunk)
                     self._check_eight_bit(flight, encoder.eight_bit)
-                buffer += chunk
-                while len(buffer) > BDAT_CHUNK:
-                    yield bytes(buffer[:BDAT_CHUNK]), False
-                    del buffer[:BDAT_CHUNK]
+                if not chunk:
+                    continue
+                if held:
+                    yield held, False
+                held = chunk
         if encoder is not None:
-            buffer += encoder.finish()
-        yield bytes(buffer), True
+            held += encoder.finish()
+        yield held, True
 
     async def _write_bdat(self, flight: Flight, *, lock_step: bool) -> None:
         """Send the data in BDAT chunks; stop early once a chunk is refused."""

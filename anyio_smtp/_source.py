@@ -19,7 +19,7 @@ import anyio
 from anyio.abc import ByteReceiveStream
 
 from ._errors import InvalidArgumentError
-from ._protocol.body import EncodedBody, encode_body, normalize_body
+from ._protocol.body import EncodedBody, normalize_body, stuff_normalized
 
 __all__ = ("READ_CHUNK", "Content", "MessageSource")
 
@@ -46,6 +46,7 @@ class Content:
     __slots__ = (
         "_data",
         "_encoded",
+        "_normalized",
         "_source",
         "_used",
         "binary",
@@ -65,6 +66,7 @@ class Content:
         self._source = source
         self._used = False
         self._encoded: EncodedBody | None = None
+        self._normalized: bytes | None = None
         #: The RFC 1870 size, when known.
         self.size = size
         #: The size of the data as given (in memory only).
@@ -74,10 +76,12 @@ class Content:
         #: Whether the data holds NUL octets (binary; BINARYMIME material).
         self.binary = False
         if data is not None:
+            # One pass now for what MAIL must declare; the DATA form (dot-stuffed)
+            # is made from it only if DATA is used.
             self.raw_size = len(data)
-            self._encoded = encode_body(data)
-            self.size = self._encoded.size
-            self.eight_bit = self._encoded.eight_bit
+            self._normalized = normalize_body(data)
+            self.size = len(self._normalized)
+            self.eight_bit = not data.isascii()
             self.binary = b"\0" in data
 
     @classmethod
@@ -115,13 +119,19 @@ class Content:
     @property
     def encoded(self) -> EncodedBody:
         """The DATA form of in-memory content (dot-stuffed, with the terminator)."""
-        assert self._encoded is not None
+        if self._encoded is None:
+            assert self._normalized is not None
+            assert self.size is not None
+            self._encoded = EncodedBody(
+                stuff_normalized(self._normalized), self.size, bool(self.eight_bit)
+            )
         return self._encoded
 
     def bdat_payload(self, *, binary: bool) -> bytes:
         """The BDAT form of in-memory content: normalised, or unchanged when binary."""
         assert self._data is not None
-        return self._data if binary else normalize_body(self._data)
+        assert self._normalized is not None
+        return self._data if binary else self._normalized
 
     def stream(self) -> AsyncGenerator[bytes, None]:
         """The raw chunks of streamed content (once only)."""

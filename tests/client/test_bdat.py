@@ -315,9 +315,13 @@ async def test_a_streamed_message_goes_in_bdat_chunks(
     assert (result.queue_id, small.queue_id) == ("QBDAT0000", "QBDAT0001")
     assert server.events[0].command == f"MAIL FROM:<{SENDER}> BODY=8BITMIME"
     sizes = server.bdat_sizes()
-    assert sizes[:3] == [(BDAT_CHUNK, False)] * 3
-    assert sizes[3] == (len(normalised) - 3 * BDAT_CHUNK, True)
-    assert sizes[4:] == [(len(b"Subject: tiny\r\n\r\n.x\r\n"), True)]
+    # Each piece read from the stream goes as one BDAT chunk, the last one LAST.
+    streamed = sizes[:count]
+    assert streamed == [(len(piece.replace(b"\n", b"\r\n")), False)] * (count - 1) + [
+        (len(piece.replace(b"\n", b"\r\n")), True)
+    ]
+    assert sum(size for size, _last in streamed) == len(normalised)
+    assert sizes[count:] == [(len(b"Subject: tiny\r\n\r\n.x\r\n"), True)]
     assert server.delivered == [normalised, b"Subject: tiny\r\n\r\n.x\r\n"]
 
 

@@ -66,9 +66,7 @@ TABLE: dict[str, Row] = {
     "7bit small, everything advertised: BDAT, only SIZE=": Row(
         ALL, SMALL, False, plan(f"SIZE={SMALL}", bdat=True)
     ),
-    "7bit small, PIPELINING but no CHUNKING: DATA": Row(
-        ("PIPELINING",), SMALL, False, DATA_7BIT
-    ),
+    "7bit small, PIPELINING but no CHUNKING: DATA": Row(("PIPELINING",), SMALL, False, DATA_7BIT),
     "keywords are case-insensitive": Row(
         ("chunking", "8bitmime"), LARGE, True, plan("BODY=8BITMIME", bdat=True)
     ),

@@ -16,8 +16,10 @@ from __future__ import annotations
 import ipaddress
 import socket
 import ssl
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from types import TracebackType
+from typing import Any
 
 import anyio
 from anyio.abc import ByteStream, SocketAttribute
@@ -125,13 +127,44 @@ def _translate(
     return ServerDisconnectedError(f"the connection was lost {action}")
 
 
+class _OneSenderAtATime(ByteStream):
+    """A stream whose sends queue up instead of clashing.
+
+    The sending engine reads replies in one task while it writes in another.
+    Over TLS a read may have to write too (TLS 1.3 post-handshake messages),
+    and anyio's TLSStream does not serialise that against the writer's send;
+    placed under the TLS layer, this keeps the two from meeting on the socket.
+    """
+
+    def __init__(self, stream: ByteStream) -> None:
+        self._stream = stream
+        self._lock = anyio.Lock()
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        return await self._stream.receive(max_bytes)
+
+    async def send(self, item: bytes) -> None:
+        async with self._lock:
+            await self._stream.send(item)
+
+    async def send_eof(self) -> None:
+        await self._stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        return self._stream.extra_attributes
+
+
 class Transport:
     """A byte stream to an SMTP server, owned by one client."""
 
     __slots__ = ("_stream", "timeouts")
 
     def __init__(self, stream: ByteStream, *, timeouts: Timeouts) -> None:
-        self._stream = stream
+        self._stream: ByteStream = _OneSenderAtATime(stream)
         self.timeouts = timeouts
 
     @property

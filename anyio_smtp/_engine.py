@@ -618,9 +618,9 @@ class Engine:
                         await self._flush(expect=False)
                         if client.lmtp:
                             for index in range(len(flight.final_replies)):
-                                flight.final_replies[index] = await self._final_reply(flight)
+                                flight.final_replies[index] = await self._client._reply()
                         else:
-                            flight.final_reply = await self._final_reply(flight)
+                            flight.final_reply = await self._client._reply()
         self._settle(flight)
         await client._emit_flight(flight)
         assert flight.outcome is not None
@@ -989,15 +989,11 @@ class Engine:
                     continue
                 await self._flush(expect=False)
                 if last:
-                    flight.final_reply = await self._final_reply(flight)
+                    flight.final_reply = await self._client._reply()
                 else:
                     reply = await self._client._reply()
                     if not reply.is_positive:
                         flight.chunk_refusal = reply
-
-    async def _final_reply(self, flight: Flight) -> Reply:
-        """The verdict on a fully written message (its loss is judged by ``_Message.lost``)."""
-        return await self._client._reply()
 
     # -- outcomes ----------------------------------------------------------------------
 

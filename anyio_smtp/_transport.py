@@ -98,9 +98,6 @@ class _Translated:
         raise _translate(exc, self._action, self._timeout, handshake=self._handshake) from exc
 
 
-_translated = _Translated
-
-
 #: What the streams and ssl raise, and ``_translate`` turns into our errors.
 _FOREIGN = (
     TimeoutError,
@@ -168,10 +165,6 @@ class Transport:
         self.timeouts = timeouts
 
     @property
-    def stream(self) -> ByteStream:
-        return self._stream
-
-    @property
     def tls(self) -> bool:
         """Whether the stream is protected by TLS."""
         return self._stream.extra(TLSAttribute.ssl_object, None) is not None
@@ -216,12 +209,12 @@ class Transport:
     async def send(self, data: bytes | memoryview, *, action: str, timeout: float | None) -> None:
         """Write all of ``data``, each ``WRITE_CHUNK`` under its own ``timeout``."""
         if len(data) <= WRITE_CHUNK:
-            with _translated(action, timeout):
+            with _Translated(action, timeout):
                 await self._stream.send(bytes(data))
             return
         view = memoryview(data)
         for start in range(0, len(view), WRITE_CHUNK):
-            with _translated(action, timeout):
+            with _Translated(action, timeout):
                 await self._stream.send(bytes(view[start : start + WRITE_CHUNK]))
 
     async def receive(self, *, action: str) -> bytes:
@@ -238,12 +231,12 @@ class Transport:
 
     def deadline(self, action: str, timeout: float | None) -> AbstractContextManager[None]:
         """Bound a whole block (e.g. waiting for one reply) by ``timeout``."""
-        return _translated(action, timeout)
+        return _Translated(action, timeout)
 
     async def start_tls(self, ssl_context: ssl.SSLContext | None, hostname: str | None) -> None:
         """Wrap the stream in TLS (client side) and complete the handshake."""
         context = ssl_context or default_ssl_context()
-        with _translated("during the TLS handshake", self.timeouts.connect, handshake=True):
+        with _Translated("during the TLS handshake", self.timeouts.connect, handshake=True):
             self._stream = await TLSStream.wrap(
                 self._stream,
                 server_side=False,

@@ -2,11 +2,11 @@
 
 How this works: every public coroutine takes the client's lock (so calls from
 several tasks never interleave on the wire), checks its arguments and the
-session state *before* any I/O, and then runs its exchange inside
-``_fatal_on_error``.  That block is the single place where a session dies: any
-exception escaping it -- an I/O error, a timeout, a cancellation, a protocol
-violation, an unexpected reply -- closes the session and the stream, once,
-and every later call raises ``SessionClosedError`` at once.
+session state *before* any I/O, and then runs its exchange inside the
+channel's ``fatal()`` block (``_channel``).  That block is the single place
+where a session dies: any exception escaping it -- an I/O error, a timeout, a
+cancellation, a protocol violation, an unexpected reply -- closes the session
+and the stream, once, and every later call raises ``SessionClosedError`` at once.
 
 A refusal inside a mail transaction (MAIL, RCPT, DATA or the message answered
 4xx/5xx) is not such a failure: the exchange resets the transaction with RSET
@@ -16,62 +16,35 @@ been left, so the session stays usable.
 
 from __future__ import annotations
 
-import binascii
-import inspect
-import logging
 import socket
 import ssl
-from base64 import b64decode
-from collections.abc import (
-    AsyncGenerator,
-    AsyncIterable,
-    AsyncIterator,
-    Awaitable,
-    Iterable,
-    Sequence,
-)
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
 from contextlib import aclosing, asynccontextmanager
 from email.message import Message
 from types import TracebackType
-from typing import Final, TypeVar
 
 import anyio
 
-from ._engine import (
-    DEFAULT_MAX_IN_FLIGHT,
-    BatchItem,
-    Engine,
-    Flight,
-    Job,
-    Options,
-    batch_jobs,
-    mail_job,
-    message_job,
-)
+from ._channel import QUIT_TIMEOUT, Channel, logger
+from ._engine import DEFAULT_MAX_IN_FLIGHT, Engine, Source
 from ._errors import (
     AuthenticationError,
-    DataRefusedError,
     ExtensionNotSupportedError,
     InsecureAuthError,
     InvalidArgumentError,
     LocalProtocolError,
-    RemoteProtocolError,
     ReplyError,
-    ServiceUnavailableError,
     SessionClosedError,
     SMTPError,
 )
 from ._protocol.capabilities import Capabilities
 from ._protocol.commands import (
-    Auth,
-    AuthResponse,
     Command,
     Ehlo,
     Helo,
     Lhlo,
     Noop,
     Quit,
-    Rset,
     StartTLS,
     check_credential,
     check_domain,
@@ -79,47 +52,37 @@ from ._protocol.commands import (
 )
 from ._protocol.params import DSN, Recipient, Transfer
 from ._protocol.replies import Reply
-from ._protocol.session import NEED_DATA, SMTPSession
 from ._protocol.state import Event, SessionState
 from ._result import SendResult, queue_id_of
 from ._source import MessageSource
+from ._transaction import (
+    BatchItem,
+    Options,
+    Submission,
+    mail_submission,
+    message_submission,
+)
 from ._transport import Transport
 from .audit import (
     AuditEvent,
     AuditHook,
     Authenticated,
+    Connected,
     GreetingReceived,
-    MessageAccepted,
-    MessageRejected,
-    RecipientAccepted,
-    RecipientRejected,
-    SenderAccepted,
-    SenderRejected,
-    SessionAborted,
     SessionQuit,
     TLSStarted,
 )
-from .auth import MECHANISMS, PREFERENCE, ChannelBindings, SASLFailure, SASLMechanism
-from .auth._mechanisms import create as create_mechanism
+from .auth import SASLMechanism
+from .auth._exchange import MAX_AUTH_ROUNDS, Challenge, SASLExchange, choose_mechanism
 
-__all__ = ("QUIT_TIMEOUT", "SMTPClient", "SendResult", "queue_id_of")
-
-logger = logging.getLogger("anyio_smtp")
-
-T = TypeVar("T")
-
-#: Most seconds a polite close waits for the reply to QUIT.
-QUIT_TIMEOUT: Final = 5.0
-#: Most 334 challenges one AUTH exchange may take before it is abandoned.
-MAX_AUTH_ROUNDS: Final = 10
-
-
-def _log_reply(reply: Reply, *, redact: bool = False) -> None:
-    last = len(reply.lines) - 1
-    for index, line in enumerate(reply.lines):
-        separator = " " if index == last else "-"
-        text = "[redacted]" if redact and line else line
-        logger.debug("S: %d%s%s", reply.code, separator, text)
+__all__ = (
+    "MAX_AUTH_ROUNDS",
+    "QUIT_TIMEOUT",
+    "SMTPClient",
+    "SendResult",
+    "queue_id_of",
+    "start_session",
+)
 
 
 def _default_ehlo_domain(transport: Transport) -> str:
@@ -135,24 +98,6 @@ def _default_ehlo_domain(transport: Transport) -> str:
         except InvalidArgumentError:
             pass
     return transport.local_address_literal() or "localhost.localdomain"
-
-
-def _redacted(reply: Reply) -> Reply:
-    """A reply whose text is SASL data (a challenge, a server proof), with the text hidden."""
-    if reply.code == 334 or _success_data(reply) is not None:
-        return Reply(reply.code, ("[redacted]",), reply.enhanced_status)
-    return reply
-
-
-def _success_data(reply: Reply) -> bytes | None:
-    """The base64 payload a 235 reply may carry (RFC 4954 §4), if it has one."""
-    text = reply.message.strip()
-    if not text or " " in text:
-        return None
-    try:
-        return b64decode(text, validate=True)
-    except binascii.Error:
-        return None
 
 
 class SMTPClient:
@@ -176,16 +121,14 @@ class SMTPClient:
         #: Whether this is an LMTP session (RFC 2033): LHLO, and one reply per
         #: recipient after the data.
         self.lmtp = lmtp
+        self._channel = Channel(transport, audit=audit, lmtp=lmtp)
+        self._session = self._channel.session
         self._transport = transport
-        self._session = SMTPSession(tls=transport.tls)
         self._lock = anyio.Semaphore(1)
         self._batch_task: int | None = None
         self._tls_hostname = tls_hostname
         self._ehlo_domain = ehlo_domain
         self._allow_insecure_auth = allow_insecure_auth
-        self._audit = audit
-        self._stream_closed = False
-        self._ended = False  # SessionQuit or SessionAborted was emitted
 
     # -- state -----------------------------------------------------------------------
 
@@ -207,7 +150,7 @@ class SMTPClient:
     @property
     def tls_version(self) -> str | None:
         """The negotiated TLS version (e.g. ``"TLSv1.3"``), or None without TLS."""
-        return self._transport.tls_version if not self._stream_closed else None
+        return self._transport.tls_version if not self._channel.stream_closed else None
 
     @property
     def authenticated(self) -> bool:
@@ -247,97 +190,18 @@ class SMTPClient:
                 raise SessionClosedError("the SMTP session is closed; open a new one")
             yield
 
-    @asynccontextmanager
-    async def _fatal_on_error(self) -> AsyncIterator[None]:
-        """The one place a session dies: any exception closes session and stream."""
-        try:
-            yield
-        except BaseException as exc:
-            await self._abort(exc)
-            raise
-
-    async def _abort(self, reason: BaseException | None) -> None:
-        self._session.close()
-        await self._close_stream()
-        if not self._ended:
-            self._ended = True
-            if reason is None:
-                text, error = "closed without QUIT", None
-            elif isinstance(reason, anyio.get_cancelled_exc_class()):
-                text, error = "cancelled", type(reason).__name__
-            else:
-                text, error = str(reason) or type(reason).__name__, type(reason).__name__
-            logger.debug("SMTP session aborted: %s", text)
-            # Shielded, so the event is recorded even when a cancellation ends the
-            # session; bounded, so a stuck hook can not hold the caller.
-            with anyio.CancelScope(shield=True), anyio.move_on_after(QUIT_TIMEOUT):
-                await self._emit(SessionAborted(text, error))
+    async def _command(self, command: Command) -> Reply:
+        return await self._channel.command(command)
 
     async def _emit(self, event: AuditEvent) -> None:
-        """Give an event to the audit hook; its failures are logged, never raised."""
-        if self._audit is None:
-            return
-        try:
-            result = self._audit(event)
-            if inspect.isawaitable(result):
-                await result
-        except Exception:
-            logger.exception("the audit hook failed on a %r event", event.name)
-
-    async def _close_stream(self) -> None:
-        if not self._stream_closed:
-            self._stream_closed = True
-            with anyio.CancelScope(shield=True):
-                await self._transport.aclose()
-
-    # -- exchanges -------------------------------------------------------------------
-
-    def _log_commands(self, commands: Iterable[Command]) -> None:
-        if logger.isEnabledFor(logging.DEBUG):
-            for command in commands:
-                logger.debug("C: %s", command.log_line())
-
-    async def _write(self, data: bytes, commands: Sequence[Command]) -> None:
-        self._log_commands(commands)
-        await self._transport.send(
-            data,
-            action=f"sending {', '.join(command.name for command in commands)}",
-            timeout=self._transport.timeouts.data_block,
-        )
-
-    async def _command(self, command: Command) -> Reply:
-        """Send one command and return its reply."""
-        await self._write(self._session.send(command), (command,))
-        return await self._reply()
-
-    async def _reply(self) -> Reply:
-        """Receive the next reply (for the oldest command still owed one)."""
-        session = self._session
-        event = session.next_event()
-        if event is NEED_DATA:
-            awaiting = session.awaiting
-            action = f"waiting for the reply to {awaiting.name if awaiting else 'a command'}"
-            # One deadline for the whole reply: a trickle of bytes does not extend it.
-            with self._transport.deadline(action, self._transport.timeouts.for_reply(awaiting)):
-                while (event := session.next_event()) is NEED_DATA:
-                    session.receive_data(await self._transport.receive(action=action))
-        reply = event.reply
-        if logger.isEnabledFor(logging.DEBUG):
-            _log_reply(reply, redact=reply.code == 334)
-        if (
-            reply.code == 421
-            and session.state is SessionState.CLOSED
-            and not isinstance(event.command, Quit)
-        ):
-            raise ServiceUnavailableError(event.command.name if event.command else None, reply)
-        return reply
+        await self._channel.emit(event)
 
     async def _open(self) -> None:
         """Read the greeting and say EHLO (called once by the connect functions)."""
-        async with self._exclusive(), self._fatal_on_error():
+        async with self._exclusive(), self._channel.fatal():
             if self._ehlo_domain is None:
                 self._ehlo_domain = _default_ehlo_domain(self._transport)
-            reply = await self._reply()
+            reply = await self._channel.reply()
             await self._emit(GreetingReceived(reply))
             if not reply.is_positive:
                 raise ReplyError("greeting", reply, "the server refused the session")
@@ -364,12 +228,13 @@ class SMTPClient:
         self, ssl_context: ssl.SSLContext | None, hostname: str | None
     ) -> None:
         """Complete the TLS handshake before anything else (port 465, RFC 8314)."""
-        async with self._exclusive(), self._fatal_on_error():
+        async with self._exclusive(), self._channel.fatal():
             await self._transport.start_tls(ssl_context, hostname)
             self._session.tls = True
             await self._tls_started(starttls=False)
 
     async def _tls_started(self, *, starttls: bool) -> None:
+        """Tell the transcript and the audit hook that TLS is on."""
         version, cipher = self._transport.tls_version, self._transport.tls_cipher
         logger.debug("TLS started: %s, %s", version, cipher)
         await self._emit(TLSStarted(version, cipher, starttls))
@@ -408,7 +273,7 @@ class SMTPClient:
             if self._session.authenticated:
                 raise LocalProtocolError("STARTTLS must come before AUTH")
             self._session.check(Event.STARTTLS)
-            async with self._fatal_on_error():
+            async with self._channel.fatal():
                 if "STARTTLS" not in self._session.capabilities:
                     raise ExtensionNotSupportedError("STARTTLS", "refusing to continue without TLS")
                 reply = await self._command(StartTLS())
@@ -457,97 +322,35 @@ class SMTPClient:
             self._session.check(Event.AUTH)
             if not self._session.tls and not self._allow_insecure_auth:
                 raise InsecureAuthError()
-            sasl = self._choose_mechanism(username, password or "", mechanism)
+            sasl = choose_mechanism(
+                self._session.capabilities,
+                username,
+                password or "",
+                mechanism,
+                self._transport.channel_bindings(),
+            )
             await sasl.prepare()
-            async with self._fatal_on_error():
-                reply = await self._authenticate(sasl)
+            async with self._channel.fatal():
+                reply = await self._authenticate(SASLExchange(sasl))
                 await self._emit(Authenticated(sasl.name))
                 return reply
 
-    def _choose_mechanism(
-        self, username: str, password: str, mechanism: str | SASLMechanism | None
-    ) -> SASLMechanism:
-        if "AUTH" not in self._session.capabilities:
-            raise ExtensionNotSupportedError("AUTH")
-        bindings = self._transport.channel_bindings()
-        offered = self._session.capabilities.auth_mechanisms
-        plus_offered = any(name.endswith("-PLUS") for name in offered)
-
-        def _bindings_for(name: str) -> ChannelBindings | None:
-            # RFC 5802 §6: a client that does not use channel binding although
-            # the server offers it must say "n" (it gets no bindings), never "y".
-            if plus_offered and not name.endswith("-PLUS"):
-                return None
-            return bindings
-
-        if isinstance(mechanism, SASLMechanism):
-            name = mechanism.name
-        elif mechanism is not None:
-            name = str(mechanism).upper()
-            if name not in MECHANISMS:
-                raise InvalidArgumentError(
-                    f"unknown SASL mechanism {name!r}; known ones are {', '.join(MECHANISMS)}"
-                )
-        else:
-            # -PLUS variants need TLS channel bindings; bearer-token mechanisms
-            # are never chosen on their own (auto_select is False for them).
-            choices = [
-                name
-                for name in PREFERENCE
-                if name in offered and (bindings is not None or not name.endswith("-PLUS"))
-            ]
-            if not choices:
-                raise ExtensionNotSupportedError(
-                    "AUTH", f"none of {', '.join(PREFERENCE)} is offered"
-                )
-            failure: InvalidArgumentError | None = None
-            for name in choices:
-                try:
-                    return create_mechanism(name, username, password, _bindings_for(name))
-                except InvalidArgumentError as exc:
-                    # e.g. SASLprep refuses the password for SCRAM: try the next one.
-                    failure = exc
-            assert failure is not None
-            raise failure
-        if name not in offered:
-            raise ExtensionNotSupportedError(f"AUTH {name}", "the server does not offer it")
-        if isinstance(mechanism, SASLMechanism):
-            return mechanism
-        return create_mechanism(name, username, password, _bindings_for(name))
-
-    async def _authenticate(self, sasl: SASLMechanism) -> Reply:
-        reply = await self._command(Auth(sasl.name, sasl.initial_response()))
-        rounds = 0
-        while reply.code == 334:
-            rounds += 1
-            if rounds > MAX_AUTH_ROUNDS:
-                raise RemoteProtocolError(
-                    f"AUTH {sasl.name} took more than {MAX_AUTH_ROUNDS} rounds"
-                )
-            try:
-                challenge = b64decode(reply.lines[0].strip(), validate=True)
-            except binascii.Error:
-                raise RemoteProtocolError(
-                    f"the server sent a challenge that is not base64 during AUTH {sasl.name}"
-                ) from None
-            try:
-                if sasl.blocking:
-                    # Key derivation (SCRAM's PBKDF2) must not stall the event loop.
-                    response = await anyio.to_thread.run_sync(sasl.respond, challenge)
-                else:
-                    response = sasl.respond(challenge)
-            except SASLFailure as exc:
-                raise AuthenticationError(sasl.name, _redacted(reply), str(exc)) from None
-            reply = await self._command(AuthResponse(response))
-        if reply.code != 235:
-            raise AuthenticationError(sasl.name, reply, sasl.failure_detail())
+    async def _authenticate(self, exchange: SASLExchange) -> Reply:
+        """The AUTH exchange: the sans-I/O ``SASLExchange`` decides, this loop talks."""
+        reply = await self._command(exchange.start())
         try:
-            sasl.verify_success(_success_data(reply))
-        except SASLFailure as exc:
-            # RFC 5802 §5.1: the client must verify the server, even after a 235.
+            while isinstance(step := exchange.receive(reply), Challenge):
+                if step.blocking:
+                    # Key derivation (SCRAM's PBKDF2) must not stall the event loop.
+                    response = await anyio.to_thread.run_sync(exchange.respond, step)
+                else:
+                    response = exchange.respond(step)
+                reply = await self._command(response)
+        except AuthenticationError:
+            # RFC 5802 §5.1: a 235 whose server proof fails is no authentication.
             self._session.authenticated = False
-            raise AuthenticationError(sasl.name, _redacted(reply), str(exc)) from None
-        return reply
+            raise
+        return step
 
     async def send_mail(
         self,
@@ -598,7 +401,7 @@ class SMTPClient:
         """
         options = Options(transfer, dsn, require_tls)
         return await self._send_one(
-            mail_job(sender, recipients, message, size=size, options=options)
+            mail_submission(sender, recipients, message, size=size, options=options)
         )
 
     async def send_message(
@@ -623,13 +426,13 @@ class SMTPClient:
         """
         options = Options(transfer, dsn, require_tls)
         return await self._send_one(
-            message_job(message, sender=sender, recipients=recipients, options=options)
+            message_submission(message, sender=sender, recipients=recipients, options=options)
         )
 
-    async def _send_one(self, job: Job) -> SendResult:
+    async def _send_one(self, submission: Submission) -> SendResult:
         async with self._exclusive():
             self._session.check(Event.MAIL)
-            outcome = await Engine(self, max_in_flight=1).send_one(job)
+            outcome = await Engine(self._channel, max_in_flight=1).send_one(submission)
         if isinstance(outcome, SMTPError):
             raise outcome
         return outcome
@@ -692,11 +495,11 @@ class SMTPClient:
     ) -> AsyncGenerator[SendResult | SMTPError, None]:
         async with self._exclusive():
             self._session.check(Event.MAIL)
-            engine = Engine(self, max_in_flight=max_in_flight)
+            engine = Engine(self._channel, max_in_flight=max_in_flight)
             finished = False
             self._batch_task = anyio.get_current_task().id
             try:
-                async with aclosing(engine.run(batch_jobs(messages, options))) as outcomes:
+                async with aclosing(engine.run(Source(messages, options))) as outcomes:
                     async for outcome in outcomes:
                         yield outcome
                 finished = True
@@ -705,62 +508,7 @@ class SMTPClient:
                 if not finished and not self.closed and engine.in_transaction:
                     # The caller left with a message half sent: the only safe
                     # way out of a data phase is to drop the connection.
-                    await self._abort(None)
-
-    # -- helpers for the sending engine ------------------------------------------------
-
-    async def _in_session(self, coroutine: Awaitable[T]) -> T:
-        """Run part of an exchange under the single poison point.
-
-        The same as ``async with self._fatal_on_error()``, written out: the
-        sending engine calls this once per round.
-        """
-        try:
-            return await coroutine
-        except BaseException as exc:
-            await self._abort(exc)
-            raise
-
-    def _log_data(self, size: int) -> None:
-        logger.debug("C: [message data, %d octets]", size)
-
-    async def _emit_flight(self, flight: Flight) -> None:
-        """The audit events of a settled message."""
-        if self._audit is None or flight.mail_reply is None:
-            return
-        mail_reply = flight.mail_reply
-        await self._emit(
-            SenderAccepted(flight.mail.sender, mail_reply)
-            if mail_reply.is_positive
-            else SenderRejected(flight.mail.sender, mail_reply)
-        )
-        for rcpt, reply in zip(flight.rcpts, flight.rcpt_replies, strict=True):
-            if reply is not None:
-                await self._emit(
-                    RecipientAccepted(rcpt.recipient, reply)
-                    if reply.is_positive
-                    else RecipientRejected(rcpt.recipient, reply)
-                )
-        outcome = flight.outcome
-        if isinstance(outcome, SendResult):
-            await self._emit(MessageAccepted(outcome.reply, outcome.queue_id, outcome.accepted))
-        elif isinstance(outcome, DataRefusedError):
-            await self._emit(MessageRejected(outcome.command, outcome.reply))
-
-    async def _reset_after(self, refusal: ReplyError) -> ReplyError:
-        """Reset the refused transaction; return the refusal for the caller."""
-        try:
-            await self._reset()
-        except ReplyError as exc:
-            # The session is lost, but the caller learns what was refused too.
-            raise exc from refusal
-        return refusal
-
-    async def _reset(self) -> Reply:
-        reply = await self._command(Rset())
-        if reply.code != 250:
-            raise ReplyError("RSET", reply)
-        return reply
+                    await self._channel.abort(None)
 
     async def noop(self) -> Reply:
         """Send NOOP; useful to check that the session is alive.
@@ -770,7 +518,7 @@ class SMTPClient:
         """
         async with self._exclusive():
             self._session.check(Event.NOOP)
-            async with self._fatal_on_error():
+            async with self._channel.fatal():
                 reply = await self._command(Noop())
         if reply.code != 250:
             raise ReplyError("NOOP", reply)
@@ -784,8 +532,8 @@ class SMTPClient:
         """
         async with self._exclusive():
             self._session.check(Event.RSET)
-            async with self._fatal_on_error():
-                return await self._reset()
+            async with self._channel.fatal():
+                return await self._channel.reset()
 
     async def quit(self) -> Reply:
         """Send QUIT, wait for the reply and close the connection.
@@ -796,10 +544,10 @@ class SMTPClient:
         """
         async with self._exclusive():
             self._session.check(Event.QUIT)
-            async with self._fatal_on_error():
+            async with self._channel.fatal():
                 reply = await self._command(Quit())
-            await self._close_stream()
-            self._ended = True
+            await self._channel.close_stream()
+            self._channel.ended_politely()
             await self._emit(SessionQuit(reply))
             return reply
 
@@ -810,7 +558,7 @@ class SMTPClient:
         does not answer; the connection is always closed.
         """
         if self.closed or self._lock.value == 0:
-            await self._abort(None)
+            await self._channel.abort(None)
             return
         try:
             with anyio.move_on_after(QUIT_TIMEOUT):
@@ -818,7 +566,7 @@ class SMTPClient:
         except SMTPError:
             pass  # the connection is closed below whatever QUIT got
         finally:
-            await self._abort(None)
+            await self._channel.abort(None)
 
     async def __aenter__(self) -> SMTPClient:
         return self
@@ -832,4 +580,31 @@ class SMTPClient:
         if exc is None:
             await self.aclose()
         else:
-            await self._abort(exc)
+            await self._channel.abort(exc)
+
+
+async def start_session(
+    client: SMTPClient,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    implicit_tls: bool = False,
+    starttls: bool = False,
+    ssl_context: ssl.SSLContext | None = None,
+    tls_hostname: str | None = None,
+) -> SMTPClient:
+    """Greet a new session: [implicit TLS], the greeting, EHLO, [STARTTLS].
+
+    Any failure closes the session (the connect functions' single way in).
+    """
+    try:
+        await client._emit(Connected(host, port))
+        if implicit_tls:
+            await client._start_implicit_tls(ssl_context, tls_hostname)
+        await client._open()
+        if starttls:
+            await client.starttls(ssl_context=ssl_context, tls_hostname=tls_hostname)
+    except BaseException as exc:
+        await client._channel.abort(exc)
+        raise
+    return client

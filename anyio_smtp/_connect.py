@@ -14,12 +14,12 @@ from types import TracebackType
 
 from anyio.abc import ByteStream
 
-from ._client import SMTPClient
+from ._client import SMTPClient, start_session
 from ._errors import InvalidArgumentError
 from ._protocol.commands import check_domain, check_hostname
 from ._timeouts import DEFAULT_TIMEOUTS, Timeouts
 from ._transport import Transport, open_transport
-from .audit import AuditHook, Connected
+from .audit import AuditHook
 
 __all__ = ("SessionOpener", "connect", "connect_lmtp", "connect_starttls", "connect_stream")
 
@@ -73,29 +73,6 @@ def _check_endpoint(host: str, port: int) -> None:
         raise InvalidArgumentError("port must be an int from 1 to 65535")
 
 
-async def _start(
-    client: SMTPClient,
-    *,
-    host: str | None = None,
-    port: int | None = None,
-    implicit_tls: bool = False,
-    starttls: bool = False,
-    ssl_context: ssl.SSLContext | None = None,
-    tls_hostname: str | None = None,
-) -> SMTPClient:
-    try:
-        await client._emit(Connected(host, port))
-        if implicit_tls:
-            await client._start_implicit_tls(ssl_context, tls_hostname)
-        await client._open()
-        if starttls:
-            await client.starttls(ssl_context=ssl_context, tls_hostname=tls_hostname)
-    except BaseException as exc:
-        await client._abort(exc)
-        raise
-    return client
-
-
 def _tcp_session(
     host: str,
     port: int,
@@ -128,7 +105,7 @@ def _tcp_session(
             audit=audit,
             lmtp=lmtp,
         )
-        return await _start(
+        return await start_session(
             client,
             host=host,
             port=port,
@@ -275,7 +252,7 @@ def connect_stream(
             audit=audit,
             lmtp=lmtp,
         )
-        return await _start(client)
+        return await start_session(client)
 
     return SessionOpener(open_)
 

@@ -302,11 +302,14 @@ class DeliveryUnknownError(SMTPError):
     the message without deciding to.  The session is closed; ``__cause__`` is
     the underlying ``ServerDisconnectedError`` or ``SMTPTimeoutError``.
 
-    :ivar recipients: the recipients the server had accepted
+    :ivar recipients: the recipients that may have the message (accepted, or
+        not yet answered when the connection failed)
+    :ivar cause: the failure that lost the verdict
     """
 
     def __init__(self, recipients: tuple[str, ...], cause: SMTPError) -> None:
         self.recipients = recipients
+        self.cause = cause
         super().__init__(
             "the connection failed after the message was sent but before the server "
             f"confirmed it, so it may or may not have been delivered ({cause})"

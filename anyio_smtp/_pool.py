@@ -10,19 +10,24 @@ after each use and is reused, newest first, unless it has been idle for longer
 than ``idle_timeout``, has sent ``max_messages_per_connection`` messages, or is
 closed.
 
-A message is sent again only when it is certain it was not delivered: the
-session failed before the message's data was complete (a lost connection, a
-timeout, a ``421`` at any point, or a session the server had already closed
-while it sat idle).  Such a message is retried on a fresh session, up to
-``retries`` times.  A message whose outcome is known (a ``SendResult``, a
-refusal) or possibly delivered (``DeliveryUnknownError``) is never sent again;
-streamed messages, which can be read once only, are never retried either.
+A message is sent again only when it is certain it was not delivered (see
+``_transaction``): the session failed before the end of the message's data was
+handed to the transport, or a reply refused it before the failure (a lost
+connection, a timeout, a ``421``, a session the server had already closed
+while it sat idle, or a session that could not be opened at all).  Such a
+message is retried on a fresh session, up to ``retries`` times.  A message
+whose outcome is known (a ``SendResult``, a refusal) or possibly delivered
+(``DeliveryUnknownError``) is never sent again; streamed messages, which can be
+read once only, are never retried either.
 
-``send_many`` runs one worker per session inside the pool's task group (so the
-pool must be entered with ``async with``); each worker feeds its session's
-``send_many`` from a shared queue, and outcomes are handed back in input
-order, with a bounded number of messages between the oldest unanswered one
-and the newest started.
+``send_many`` runs, inside the pool's task group (so the pool must be entered
+with ``async with``), a reader that moves the caller's messages into a shared
+queue and one worker per session that feeds its session's ``send_many`` from
+it; outcomes are handed back in input order, with a bounded number of messages
+between the oldest unanswered one and the newest started.  A session never
+waits for the queue while it holds a message unwritten, and retried messages
+go to the front: the oldest unanswered message is always being worked on, so
+the in-order window can not wait on itself.
 """
 
 from __future__ import annotations
@@ -30,7 +35,6 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import (
-    AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
     Awaitable,
@@ -47,27 +51,44 @@ import anyio
 from anyio.abc import TaskGroup
 
 from ._client import SMTPClient
-from ._engine import DEFAULT_MAX_IN_FLIGHT, BatchItem
+from ._engine import DEFAULT_MAX_IN_FLIGHT
 from ._errors import (
+    ConnectError,
     InvalidArgumentError,
     ServerDisconnectedError,
     ServiceUnavailableError,
     SessionClosedError,
     SMTPError,
     SMTPTimeoutError,
+    TLSCertificateError,
+    TLSError,
 )
+from ._protocol.params import DSN, Recipient, Transfer
 from ._result import SendResult
 from ._source import MessageSource
+from ._transaction import BatchItem, Options
 
-__all__ = ("SMTPPool",)
+__all__ = ("SMTPPool", "retryable")
 
-#: Failures after which a message that was not delivered may go again.
+#: Failures that leave a message certainly undelivered, and may pass: a retry
+#: on another session may succeed.  (``DeliveryUnknownError`` is none of them.)
 _RETRYABLE = (
     ServiceUnavailableError,
     ServerDisconnectedError,
     SMTPTimeoutError,
     SessionClosedError,
+    ConnectError,
+    TLSError,
 )
+
+
+def retryable(error: SMTPError) -> bool:
+    """Whether a message that got ``error`` may be sent again on another session.
+
+    A refused certificate is no passing fault: trying again can not help.
+    """
+    return isinstance(error, _RETRYABLE) and not isinstance(error, TLSCertificateError)
+
 
 Factory = Callable[[], Awaitable[SMTPClient]]
 
@@ -249,27 +270,59 @@ class SMTPPool:
     async def send_mail(
         self,
         sender: str,
-        recipients: str | Iterable[str],
+        recipients: str | Recipient | Iterable[str | Recipient],
         message: MessageSource,
-        **options: Any,
+        *,
+        size: int | None = None,
+        transfer: Transfer = "auto",
+        dsn: DSN | None = None,
+        require_tls: bool = False,
     ) -> SendResult:
         """Send one message on a pooled session (see :meth:`SMTPClient.send_mail`).
 
-        A connection-level failure before the message was complete is retried
-        on a new session (``retries`` times); everything else is raised.
+        A failure that certainly did not deliver the message (a lost
+        connection before its data ended, a timeout, a ``421``, a session that
+        could not be opened) is retried on a new session (``retries`` times);
+        everything else is raised, ``DeliveryUnknownError`` included.
         """
+        Options(transfer, dsn, require_tls)  # refuse bad options before any I/O
         resendable = _resendable((sender, recipients, message))
 
         async def send(client: SMTPClient) -> SendResult:
-            return await client.send_mail(sender, recipients, message, **options)
+            return await client.send_mail(
+                sender,
+                recipients,
+                message,
+                size=size,
+                transfer=transfer,
+                dsn=dsn,
+                require_tls=require_tls,
+            )
 
         return await self._send_one(send, resendable)
 
-    async def send_message(self, message: Message, **options: Any) -> SendResult:
+    async def send_message(
+        self,
+        message: Message,
+        *,
+        sender: str | None = None,
+        recipients: str | Recipient | Iterable[str | Recipient] | None = None,
+        transfer: Transfer = "auto",
+        dsn: DSN | None = None,
+        require_tls: bool = False,
+    ) -> SendResult:
         """Send an email message on a pooled session (see :meth:`SMTPClient.send_message`)."""
+        Options(transfer, dsn, require_tls)
 
         async def send(client: SMTPClient) -> SendResult:
-            return await client.send_message(message, **options)
+            return await client.send_message(
+                message,
+                sender=sender,
+                recipients=recipients,
+                transfer=transfer,
+                dsn=dsn,
+                require_tls=require_tls,
+            )
 
         return await self._send_one(send, True)
 
@@ -278,12 +331,18 @@ class SMTPPool:
     ) -> SendResult:
         attempt = 0
         while True:
-            connection = await self._acquire()
+            try:
+                connection = await self._acquire()
+            except SMTPError as exc:
+                if not (resendable and retryable(exc) and attempt < self.retries):
+                    raise
+                attempt += 1
+                continue
             try:
                 connection.messages += 1
                 return await send(connection.client)
-            except _RETRYABLE:
-                if not resendable or attempt >= self.retries:
+            except SMTPError as exc:
+                if not (resendable and retryable(exc) and attempt < self.retries):
                     raise
                 attempt += 1
             finally:
@@ -296,16 +355,21 @@ class SMTPPool:
         messages: Iterable[BatchItem] | AsyncIterable[BatchItem],
         *,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
-        **options: Any,
+        transfer: Transfer = "auto",
+        dsn: DSN | None = None,
+        require_tls: bool = False,
     ) -> AsyncIterator[SendResult | SMTPError]:
         """Send a batch over up to ``max_connections`` sessions at once.
 
         Outcomes come in input order, one per message, as for
-        :meth:`SMTPClient.send_many`.  Needs ``async with pool:``.
+        :meth:`SMTPClient.send_many`; a message that certainly was not
+        delivered because its session failed is sent again on another one
+        (``retries`` times).  Needs ``async with pool:``.
 
         :param max_in_flight: messages in flight per session
-        :param options: ``transfer``, ``dsn``, ``require_tls`` as for
-            :meth:`SMTPClient.send_many`
+        :param transfer: as for :meth:`SMTPClient.send_many`
+        :param dsn: as for :meth:`SMTPClient.send_many`
+        :param require_tls: as for :meth:`SMTPClient.send_many`
         :raises InvalidArgumentError: the pool was not entered with ``async with``
         """
         if self._group is None:
@@ -316,7 +380,13 @@ class SMTPPool:
             or max_in_flight < 1
         ):
             raise InvalidArgumentError("max_in_flight must be a positive int")
-        batch = _Batch(self, messages, max_in_flight=max_in_flight, options=options)
+        Options(transfer, dsn, require_tls)
+        batch = _Batch(
+            self,
+            messages,
+            max_in_flight=max_in_flight,
+            options={"transfer": transfer, "dsn": dsn, "require_tls": require_tls},
+        )
         self._group.start_soon(batch.run)
         try:
             async for outcome in batch.outcomes():
@@ -325,8 +395,111 @@ class SMTPPool:
             batch.cancel()
 
 
+@dataclass(slots=True)
+class _Entry:
+    """One message of a pool batch: where it stands in the input, and its tries."""
+
+    index: int
+    item: BatchItem
+    attempt: int = 0
+
+
+class _WorkQueue:
+    """A pool batch's messages waiting for a session; messages to retry go first.
+
+    ``get`` ends (``EndOfStream``) only once the input is exhausted and every
+    message taken from it has its final outcome: until then a failed session
+    may still hand a message back.
+    """
+
+    def __init__(self) -> None:
+        self._entries: deque[_Entry] = deque()
+        self._unfinished = 0
+        self._input_done = False
+        self._changed = anyio.Event()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    def put(self, entry: _Entry, *, retry: bool = False) -> None:
+        if retry:
+            self._entries.appendleft(entry)
+        else:
+            self._unfinished += 1
+            self._entries.append(entry)
+        self._notify()
+
+    def finished(self) -> None:
+        """A message has its final outcome."""
+        self._unfinished -= 1
+        self._notify()
+
+    def input_done(self) -> None:
+        self._input_done = True
+        self._notify()
+
+    def get_nowait(self) -> _Entry:
+        if self._entries:
+            return self._entries.popleft()
+        if self._input_done and self._unfinished == 0:
+            raise anyio.EndOfStream
+        raise anyio.WouldBlock
+
+    async def get(self) -> _Entry:
+        while True:
+            try:
+                return self.get_nowait()
+            except anyio.WouldBlock:
+                await self._changed.wait()
+
+
+class _SessionFeed:
+    """What one pooled session sends: messages from the queue, up to the session's room.
+
+    It can be polled (``receive_nowait``), so the session's engine fills a
+    pipelined group with what is queued without ever waiting for more while
+    it holds work (which could wait on the in-order window, and so on itself).
+    """
+
+    def __init__(self, batch: _Batch, connection: _Connection, first: _Entry) -> None:
+        self._batch = batch
+        self._connection = connection
+        self.first: _Entry | None = first
+        #: Messages handed to the session and not yet answered, in order.
+        self.fed: deque[_Entry] = deque()
+
+    def _hand(self, entry: _Entry) -> BatchItem:
+        self.fed.append(entry)
+        self._connection.messages += 1
+        return entry.item
+
+    def receive_nowait(self) -> BatchItem:
+        if self.first is not None:
+            entry, self.first = self.first, None
+            return self._hand(entry)
+        if self._batch.pool._room(self._connection) <= 0:
+            raise anyio.EndOfStream
+        return self._hand(self._batch.queue.get_nowait())
+
+    async def receive(self) -> BatchItem:
+        try:
+            return self.receive_nowait()
+        except anyio.WouldBlock:
+            return self._hand(await self._batch.queue.get())
+
+    def __aiter__(self) -> _SessionFeed:
+        return self
+
+    async def __anext__(self) -> BatchItem:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+
 class _Batch:
-    """One ``SMTPPool.send_many`` call: workers, a shared queue, ordered results."""
+    """One ``SMTPPool.send_many`` call: an input reader, workers, ordered results."""
 
     def __init__(
         self,
@@ -336,15 +509,12 @@ class _Batch:
         max_in_flight: int,
         options: dict[str, Any],
     ) -> None:
-        self._pool = pool
+        self.pool = pool
         self._messages = messages
-        self._source: AsyncIterator[BatchItem] | None = None
         self._max_in_flight = max_in_flight
         self._options = options
-        self._lock = anyio.Lock()
-        self._next_index = 0
-        self._exhausted = False
-        self._retry: deque[tuple[int, BatchItem, int]] = deque()
+        self.queue = _WorkQueue()
+        self._input_error: BaseException | None = None
         # Bounds how far the newest started message may run ahead of the oldest
         # unanswered one (memory for out-of-order outcomes).
         self._window = anyio.Semaphore(pool.max_connections * max_in_flight * 2)
@@ -356,106 +526,94 @@ class _Batch:
     def cancel(self) -> None:
         self._scope.cancel()
 
-    async def _items(self) -> AsyncGenerator[BatchItem, None]:
-        if isinstance(self._messages, AsyncIterable):
-            try:
-                async for item in self._messages:
-                    yield item
-            finally:
-                close = getattr(self._messages, "aclose", None)
-                if close is not None:
-                    await close()
-        else:
-            for item in self._messages:
-                yield item
-
-    async def _take(self) -> tuple[int, BatchItem, int] | None:
-        """The next message to send (retries first), or None when all are handed out."""
-        if self._retry:
-            return self._retry.popleft()
-        async with self._lock:
-            if self._retry:
-                return self._retry.popleft()
-            if self._exhausted:
-                return None
-            await self._window.acquire()
-            assert self._source is not None
-            try:
-                item = await anext(self._source)
-            except StopAsyncIteration:
-                self._window.release()
-                self._exhausted = True
-                return None
-            index = self._next_index
-            self._next_index += 1
-            return index, item, 0
-
     async def run(self) -> None:
         with self._scope:
             try:
-                async with aclosing(self._items()) as source:
-                    self._source = source
-                    async with anyio.create_task_group() as workers:
-                        for _ in range(self._pool.max_connections):
-                            workers.start_soon(self._worker)
+                async with anyio.create_task_group() as group:
+                    group.start_soon(self._read_input)
+                    for _ in range(self.pool.max_connections):
+                        group.start_soon(self._worker)
+                if self._input_error is not None:
+                    self._results_in.send_nowait(self._input_error)
             except BaseException as exc:
                 if not isinstance(exc, anyio.get_cancelled_exc_class()):
-                    await self._results_in.send(exc)
+                    self._results_in.send_nowait(exc)
                 raise
             finally:
                 self._results_in.close()
 
+    async def _read_input(self) -> None:
+        """Move the caller's messages into the queue, as the window allows."""
+        index = 0
+        try:
+            if isinstance(self._messages, AsyncIterable):
+                try:
+                    async for item in self._messages:
+                        await self._admit(index, item)
+                        index += 1
+                finally:
+                    close = getattr(self._messages, "aclose", None)
+                    if close is not None:
+                        await close()
+            else:
+                for item in self._messages:
+                    await self._admit(index, item)
+                    index += 1
+        except Exception as exc:
+            # Finish what was taken, then tell the caller.
+            self._input_error = exc
+        finally:
+            self.queue.input_done()
+
+    async def _admit(self, index: int, item: BatchItem) -> None:
+        await self._window.acquire()
+        self.queue.put(_Entry(index, item))
+
     async def _worker(self) -> None:
-        pool = self._pool
+        pool = self.pool
         while True:
-            first = await self._take()
-            if first is None:
+            try:
+                first = await self.queue.get()
+            except anyio.EndOfStream:
                 return
             try:
                 connection = await pool._acquire()
             except SMTPError as exc:
-                await self._finish(first, exc)
+                # Nothing of the message was sent: it may go again.
+                self._finish(first, exc)
                 continue
-            fed: deque[tuple[int, BatchItem, int]] = deque()
-
-            async def feed(
-                first: tuple[int, BatchItem, int] = first,
-                connection: _Connection = connection,
-                fed: deque[tuple[int, BatchItem, int]] = fed,
-            ) -> AsyncGenerator[BatchItem, None]:
-                entry: tuple[int, BatchItem, int] | None = first
-                while entry is not None:
-                    fed.append(entry)
-                    connection.messages += 1
-                    yield entry[1]
-                    if pool._room(connection) <= 0:
-                        return
-                    entry = await self._take()
-
+            feed = _SessionFeed(self, connection, first)
+            failure: SMTPError = SessionClosedError("the session ended before the message went")
             try:
                 outcomes_of = connection.client.send_many(
-                    feed(), max_in_flight=self._max_in_flight, **self._options
+                    feed, max_in_flight=self._max_in_flight, **self._options
                 )
                 async with aclosing(outcomes_of) as outcomes:
                     async for outcome in outcomes:
-                        await self._finish(fed.popleft(), outcome)
-            except SMTPError as failure:
-                # The session failed; whatever was fed but not answered goes
-                # again (it can not have been delivered: outcomes for messages
-                # that may have been were yielded above).
-                while fed:
-                    await self._finish(fed.popleft(), failure)
+                        self._finish(feed.fed.popleft(), outcome)
+            except SMTPError as exc:
+                failure = exc
             finally:
                 await pool._release(connection)
+            # Messages the session never got to (it was already closed, or it
+            # failed first): certainly not delivered.
+            if feed.first is not None:
+                self._finish(feed.first, failure)
+            while feed.fed:
+                self._finish(feed.fed.popleft(), failure)
 
-    async def _finish(
-        self, entry: tuple[int, BatchItem, int], outcome: SendResult | SMTPError
-    ) -> None:
-        index, item, attempt = entry
-        if isinstance(outcome, _RETRYABLE) and attempt < self._pool.retries and _resendable(item):
-            self._retry.append((index, item, attempt + 1))
+    def _finish(self, entry: _Entry, outcome: SendResult | SMTPError) -> None:
+        if (
+            isinstance(outcome, SMTPError)
+            and retryable(outcome)
+            and entry.attempt < self.pool.retries
+            and _resendable(entry.item)
+        ):
+            entry.attempt += 1
+            self.queue.put(entry, retry=True)
             return
-        await self._results_in.send((index, outcome))
+        self._results_in.send_nowait((entry.index, outcome))
+        self.queue.finished()
 
     async def outcomes(self) -> AsyncIterator[SendResult | SMTPError]:
         """Outcomes in input order."""

@@ -206,14 +206,29 @@ class Transport:
             return None
         return f"[IPv6:{ip}]" if ip.version == 6 else f"[{ip}]"
 
-    async def send(self, data: bytes | memoryview, *, action: str, timeout: float | None) -> None:
-        """Write all of ``data``, each ``WRITE_CHUNK`` under its own ``timeout``."""
+    async def send(
+        self,
+        data: bytes | memoryview,
+        *,
+        action: str,
+        timeout: float | None,
+        before_last: Callable[[], object] | None = None,
+    ) -> None:
+        """Write all of ``data``, each ``WRITE_CHUNK`` under its own ``timeout``.
+
+        :param before_last: called just before the block holding the last byte
+            is handed to the stream (from then on, the end may be on the wire)
+        """
         if len(data) <= WRITE_CHUNK:
+            if before_last is not None:
+                before_last()
             with _Translated(action, timeout):
                 await self._stream.send(bytes(data))
             return
         view = memoryview(data)
         for start in range(0, len(view), WRITE_CHUNK):
+            if before_last is not None and start + WRITE_CHUNK >= len(view):
+                before_last()
             with _Translated(action, timeout):
                 await self._stream.send(bytes(view[start : start + WRITE_CHUNK]))
 

@@ -12,7 +12,8 @@ A full session gives, in order: ``Connected``, ``GreetingReceived``, [``TLSStart
 [``Authenticated``], then for each message ``SenderAccepted``, ``RecipientAccepted``
 or ``RecipientRejected`` per recipient, ``MessageAccepted`` (or the matching
 ``...Rejected`` events), and finally ``SessionQuit``.  A session that ends by a
-failure gives exactly one ``SessionAborted`` instead, with the reason.
+failure gives exactly one ``SessionAborted`` instead, with the reason, after a
+``DeliveryUnknown`` for each message whose verdict it lost.
 
 Events carry addresses, reply codes and texts, TLS parameters and mechanism
 names; never credentials, SASL data or message content.  A hook that raises is
@@ -33,6 +34,7 @@ __all__ = (
     "AuditHook",
     "Authenticated",
     "Connected",
+    "DeliveryUnknown",
     "GreetingReceived",
     "MessageAccepted",
     "MessageRejected",
@@ -137,6 +139,25 @@ class MessageRejected(AuditEvent):
     command: str
     reply: Reply
     name: ClassVar[str] = "message-rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryUnknown(AuditEvent):
+    """A message's verdict was lost with the session: it may have been delivered.
+
+    Emitted whatever ended the session, a cancellation included, for each
+    message whose data may have reached the server; such a message is never
+    sent again automatically.
+
+    :ivar sender: the message's sender
+    :ivar recipients: the recipients that may have it
+    :ivar reason: what ended the session
+    """
+
+    sender: str
+    recipients: tuple[str, ...]
+    reason: str
+    name: ClassVar[str] = "delivery-unknown"
 
 
 @dataclass(frozen=True, slots=True)

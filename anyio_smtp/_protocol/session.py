@@ -4,7 +4,9 @@ How this works: ``send(command)`` checks the command against the transition
 table, remembers that a reply is owed to it and returns the bytes to write.
 ``receive_data(bytes)`` feeds what the server sent; ``next_event()`` returns
 the next complete reply paired with the command it answers (replies come back
-in the order commands were sent, RFC 2920 §3.1), or ``NEED_DATA``.
+in the order commands were sent, RFC 2920 §3.1), or ``NEED_DATA``.  A caller
+may tag each command with an object of its own (``owed=``); the tag comes back
+with the reply, so the one queue of replies still owed is this session's.
 
 Nothing here does I/O or knows about anyio, sockets or ssl, so every rule can
 be tested by feeding bytes, one at a time if need be.  The rules that protect
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -53,10 +56,12 @@ NEED_DATA: Final = _NeedData.NEED_DATA
 
 @dataclass(frozen=True, slots=True)
 class ReplyEvent:
-    """A reply and the command it answers (None only for an unprompted 421)."""
+    """A reply, the command it answers (None only for an unprompted 421), and its tag."""
 
     command: Command | None
     reply: Reply
+    #: What the caller passed as ``owed`` when it sent the command.
+    owed: object = None
 
 
 class SMTPSession:
@@ -76,7 +81,8 @@ class SMTPSession:
         #: True after a successful AUTH.
         self.authenticated = False
         self._parser = ReplyParser()
-        self._pending: deque[Command] = deque([Greeting()])
+        #: The commands still owed a reply, oldest first, each with the caller's tag.
+        self._pending: deque[tuple[Command, object]] = deque([(Greeting(), None)])
 
     # -- inspection ------------------------------------------------------------------
 
@@ -88,7 +94,17 @@ class SMTPSession:
     @property
     def awaiting(self) -> Command | None:
         """The command whose reply comes next, if any."""
-        return self._pending[0] if self._pending else None
+        return self._pending[0][0] if self._pending else None
+
+    @property
+    def awaiting_owed(self) -> object:
+        """The tag of the command whose reply comes next (None if none or untagged)."""
+        return self._pending[0][1] if self._pending else None
+
+    @property
+    def closed_by_server(self) -> bool:
+        """Whether the session is over (after a ``421``, the server's own close)."""
+        return self.state is SessionState.CLOSED
 
     @property
     def pipelining(self) -> bool:
@@ -104,8 +120,10 @@ class SMTPSession:
 
     # -- outgoing --------------------------------------------------------------------
 
-    def send(self, command: Command) -> bytes:
+    def send(self, command: Command, owed: object = None) -> bytes:
         """Record that ``command`` is sent and return its bytes.
+
+        :param owed: a tag of the caller's, returned with the command's reply
 
         :raises LocalProtocolError: not allowed now
         :raises RemoteProtocolError: the server sent bytes no command asked for
@@ -116,29 +134,41 @@ class SMTPSession:
         self._check_unsolicited()
         self._check_group(command.event)
         self.state = state
-        self._pending.append(command)
+        self._pending.append((command, owed))
         return command.encode()
 
-    def send_data(self, data: bytes, *, end: bool = False, replies: int = 1) -> bytes:
+    def send_data(
+        self,
+        data: bytes,
+        *,
+        end: bool = False,
+        replies: int = 1,
+        owed: Sequence[object] | None = None,
+    ) -> bytes:
         """Record that encoded message data is sent; ``end`` if it holds the terminator.
 
         The data must come from ``BodyEncoder``/``encode_body``.
 
         :param replies: replies owed after the end: 1, or with LMTP one per
             accepted recipient (RFC 2033 §4.2)
+        :param owed: with ``end``, a tag for each of those replies (their
+            number then gives ``replies``)
         """
+        if owed is not None:
+            replies = len(owed)
         event = Event.END_OF_DATA if end else Event.BODY_CHUNK
         state = transition(self.state, event)
         self._check_unsolicited()
         self._check_group(event)
         self.state = state
         if end:
-            self._pending.extend(EndOfData() for _ in range(replies))
+            tags = owed if owed is not None else (None,) * replies
+            self._pending.extend((EndOfData(), tag) for tag in tags)
         return data
 
     def _check_group(self, event: Event) -> None:
         if self._pending and not (
-            self.pipelining and event in PIPELINABLE and self._pending[-1].event not in GROUP_END
+            self.pipelining and event in PIPELINABLE and self._pending[-1][0].event not in GROUP_END
         ):
             raise LocalProtocolError(
                 f"{event.value} can not be sent while {len(self._pending)} "
@@ -196,12 +226,12 @@ class SMTPSession:
             raise RemoteProtocolError(
                 f"the server sent a reply no command was waiting for: {reply}"
             )
-        command = self._pending.popleft()
+        command, owed = self._pending.popleft()
         if reply.code == 421 and command.event is not Event.QUIT:
             # RFC 5321 §3.8: the server may close "at any time" with 421.
             self._pending.clear()
             self.state = transition(self.state, Event.SERVICE_CLOSING)
-            return ReplyEvent(command, reply)
+            return ReplyEvent(command, reply, owed)
         event = command.reply_event(reply)
         if event is not None:
             self.state = transition(self.state, event)
@@ -217,7 +247,7 @@ class SMTPSession:
             self.authenticated = True
         elif event is Event.CLOSE:
             self._pending.clear()
-        return ReplyEvent(command, reply)
+        return ReplyEvent(command, reply, owed)
 
     def _hello_done(self, command: Command, reply: Reply) -> None:
         self.extended = command.event is Event.EHLO

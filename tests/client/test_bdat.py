@@ -29,7 +29,7 @@ from anyio_smtp import (
     SMTPClient,
     SMTPError,
 )
-from anyio_smtp._engine import BDAT_CHUNK, BatchItem
+from anyio_smtp._transaction import BDAT_CHUNK, BatchItem
 from anyio_smtp.testing import MemoryByteStream
 from tests.client.scripted import Peer, scripted
 

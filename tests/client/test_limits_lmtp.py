@@ -6,8 +6,8 @@ import pytest
 
 import anyio_smtp
 from anyio_smtp import RecipientsRefusedError, SendResult
-from anyio_smtp._engine import split_recipients
 from anyio_smtp._protocol.capabilities import Capabilities
+from anyio_smtp._transaction import split_recipients
 from anyio_smtp.testing import SMTPTestServer
 from tests.client.scripted import Peer, scripted
 

@@ -18,7 +18,7 @@ from anyio.abc import ByteStream
 
 import anyio_smtp
 from anyio_smtp import SendResult, SMTPClient, SMTPError
-from anyio_smtp._engine import BatchItem
+from anyio_smtp._transaction import BatchItem
 
 from .servers.postfix import DeliveredMessage, PostfixInstance
 

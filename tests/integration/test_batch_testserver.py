@@ -23,7 +23,7 @@ from anyio_smtp import (
     SendResult,
     SMTPError,
 )
-from anyio_smtp._engine import BatchItem
+from anyio_smtp._transaction import BatchItem
 from anyio_smtp.testing import ReceivedMessage, SMTPTestServer
 
 COUNT = 200

@@ -12,8 +12,6 @@ provider called at login time,
 """
 
 from ._mechanisms import (
-    MECHANISMS,
-    PREFERENCE,
     ChannelBindings,
     CramMD5,
     Login,
@@ -22,6 +20,7 @@ from ._mechanisms import (
     SASLMechanism,
 )
 from ._oauth import OAuthBearer, TokenProvider, XOAuth2
+from ._registry import MECHANISMS, PREFERENCE
 from ._scram import ScramSHA1, ScramSHA1Plus, ScramSHA256, ScramSHA256Plus
 
 __all__ = (

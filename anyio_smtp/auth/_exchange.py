@@ -41,14 +41,8 @@ from .._errors import (
 from .._protocol.capabilities import Capabilities
 from .._protocol.commands import Auth, AuthResponse
 from .._protocol.replies import Reply
-from ._mechanisms import (
-    MECHANISMS,
-    PREFERENCE,
-    ChannelBindings,
-    SASLFailure,
-    SASLMechanism,
-    create,
-)
+from ._mechanisms import ChannelBindings, SASLFailure, SASLMechanism
+from ._registry import MECHANISMS, PREFERENCE, create
 
 __all__ = (
     "MAX_AUTH_ROUNDS",

@@ -6,7 +6,8 @@ import pytest
 
 from anyio_smtp import InvalidArgumentError, RemoteProtocolError
 from anyio_smtp.auth import MECHANISMS, PREFERENCE, CramMD5, Login, Plain, SASLMechanism
-from anyio_smtp.auth._mechanisms import ChannelBindings, create
+from anyio_smtp.auth._mechanisms import ChannelBindings
+from anyio_smtp.auth._registry import create
 
 SECRET = "hunter2-secret"
 

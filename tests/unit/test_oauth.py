@@ -10,7 +10,7 @@ import pytest
 
 from anyio_smtp import InvalidArgumentError, LocalProtocolError, RemoteProtocolError
 from anyio_smtp.auth import MECHANISMS, PREFERENCE, OAuthBearer, XOAuth2
-from anyio_smtp.auth._mechanisms import create
+from anyio_smtp.auth._registry import create
 
 TOKEN = "ya29.a0AfH6SMB-secret_token~value/+=="
 USER = "someone@example.com"

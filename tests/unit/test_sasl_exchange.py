@@ -7,11 +7,9 @@ raises (messages included, as the client shows them to users).
 
 from __future__ import annotations
 
-import ast
 import base64
 import json
 from collections.abc import Iterable
-from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -40,7 +38,6 @@ from anyio_smtp.auth import (
     ScramSHA256,
     ScramSHA256Plus,
     XOAuth2,
-    _exchange,
 )
 from anyio_smtp.auth._exchange import (
     MAX_AUTH_ROUNDS,
@@ -156,29 +153,6 @@ class BlockingRecorder(Recorder):
 
 def test_max_auth_rounds() -> None:
     assert MAX_AUTH_ROUNDS == 10
-
-
-def test_the_module_does_no_io() -> None:
-    tree = ast.parse(Path(_exchange.__file__).read_text(encoding="utf-8"))
-    absolute: set[str] = set()
-    relative: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            absolute.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            assert node.module is not None
-            (relative if node.level else absolute).add(node.module)
-    assert absolute <= {"__future__", "base64", "binascii", "dataclasses", "enum", "typing"}
-    assert relative <= {
-        "_errors",
-        "_protocol.capabilities",
-        "_protocol.commands",
-        "_protocol.replies",
-        "_mechanisms",
-    }
-
-
-# -- PLAIN, LOGIN, CRAM-MD5 --------------------------------------------------------------
 
 
 def test_plain_sends_its_message_with_the_command() -> None:

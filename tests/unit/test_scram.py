@@ -23,7 +23,7 @@ from anyio_smtp.auth import (
     ScramSHA256,
     ScramSHA256Plus,
 )
-from anyio_smtp.auth._mechanisms import create
+from anyio_smtp.auth._registry import create
 from anyio_smtp.auth._scram import MAX_ITERATIONS, MIN_ITERATIONS, _Scram
 
 # RFC 7677 §3: the SCRAM-SHA-256 example (user "user", password "pencil").

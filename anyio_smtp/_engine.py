@@ -224,6 +224,17 @@ class Engine:
             async with aclosing(runner(source)) as outcomes:
                 async for outcome in outcomes:
                     yield outcome
+        except SMTPError as failure:
+            # The session failed: every message in flight gets its outcome first.
+            await self._lost(failure)
+            for outcome in self._pipeline.take_outcomes():
+                yield outcome
+            raise
+        except BaseException as failure:
+            # Cancelled, or the caller left the loop: no one to give outcomes
+            # to, but the audit hook still learns which verdicts were lost.
+            await self._lost(failure)
+            raise
         finally:
             with anyio.CancelScope(shield=True):
                 await source.aclose()
@@ -241,23 +252,14 @@ class Engine:
 
     async def _run_lock_step(self, source: Source) -> AsyncGenerator[Outcome, None]:
         pipeline = self._pipeline
-        try:
-            while (item := await source.next()) is not END:
-                delivery = pipeline.add(item)
-                while pipeline.pending:
-                    transaction = pipeline.pending.popleft()
-                    await self._channel.run(self._lock_step(transaction))
-                    pipeline.pending.extendleft(reversed(delivery.after(transaction)))
-                for outcome in pipeline.take_outcomes():
-                    yield outcome
-        except SMTPError as failure:
-            await self._lost(failure)
+        while (item := await source.next()) is not END:
+            delivery = pipeline.add(item)
+            while pipeline.pending:
+                transaction = pipeline.pending.popleft()
+                await self._channel.run(self._lock_step(transaction))
+                pipeline.pending.extendleft(reversed(delivery.after(transaction)))
             for outcome in pipeline.take_outcomes():
                 yield outcome
-            raise
-        except BaseException as failure:
-            await self._lost(failure)
-            raise
 
     async def _lock_step(self, transaction: Transaction) -> None:
         """One transaction, one command at a time (no PIPELINING)."""
@@ -297,43 +299,32 @@ class Engine:
         pipeline = self._pipeline
         exhausted = False
         input_error: Exception | None = None
-        try:
-            while True:
-                while not exhausted:
-                    holding = pipeline.holding()  # planned transactions join the group first
-                    if not pipeline.wants_more():
-                        break
-                    try:
-                        # Never wait for input while work is held unwritten.
-                        item = source.poll() if holding else await source.next()
-                    except Exception as exc:
-                        # The caller's messages failed: finish what is in flight first.
-                        exhausted, input_error = True, exc
-                        break
-                    if item is NOT_READY:
-                        break
-                    if item is END:
-                        exhausted = True
-                        break
-                    pipeline.add(item)
-                if pipeline.holding() or (exhausted and pipeline.needs_rset):
-                    await self._channel.run(self._round())
-                for outcome in pipeline.take_outcomes():
-                    yield outcome
-                if exhausted and not pipeline.holding() and not pipeline.needs_rset:
-                    if input_error is not None:
-                        raise input_error
-                    return
-        except SMTPError as failure:
-            await self._lost(failure)
+        while True:
+            while not exhausted:
+                holding = pipeline.holding()  # planned transactions join the group first
+                if not pipeline.wants_more():
+                    break
+                try:
+                    # Never wait for input while work is held unwritten.
+                    item = source.poll() if holding else await source.next()
+                except Exception as exc:
+                    # The caller's messages failed: finish what is in flight first.
+                    exhausted, input_error = True, exc
+                    break
+                if item is NOT_READY:
+                    break
+                if item is END:
+                    exhausted = True
+                    break
+                pipeline.add(item)
+            if pipeline.holding() or (exhausted and pipeline.needs_rset):
+                await self._channel.run(self._round())
             for outcome in pipeline.take_outcomes():
                 yield outcome
-            raise
-        except BaseException as failure:
-            # Cancelled, or the caller left the loop: no one to give outcomes
-            # to, but the audit hook still learns which verdicts were lost.
-            await self._lost(failure)
-            raise
+            if exhausted and not pipeline.holding() and not pipeline.needs_rset:
+                if input_error is not None:
+                    raise input_error
+                return
 
     # -- one pipelined round -----------------------------------------------------------
 
@@ -458,7 +449,7 @@ class Engine:
             # (on both backends a send that fails did not write all it was
             # given; TLS sends the ciphertext of the block last).  A timeout or
             # a cancellation may have left it on the wire: those stay handed.
-            Pipeline.unmark_handed(pieces[-1].owed)
+            Pipeline.mark_handed(pieces[-1].owed, handed=False)
             raise
 
     async def _write_data(self, transaction: Transaction, buffer: list[Piece]) -> None:

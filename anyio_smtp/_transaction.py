@@ -812,20 +812,13 @@ class Pipeline:
             yield self.bdat_chunk(transaction, bytes(view[start:end]), last=end >= len(view))
 
     @staticmethod
-    def mark_handed(owed: Iterable[Owed]) -> None:
-        """A write holding these commands' last bytes is about to start."""
+    def mark_handed(owed: Iterable[Owed], *, handed: bool = True) -> None:
+        """A write holding these commands' last bytes is about to start (``handed``),
+        or failed before its last byte was handed (``handed=False``)."""
         for record in owed:
-            record.handed = True
+            record.handed = handed
             if record.kind is Kind.FINAL and record.transaction is not None:
-                record.transaction.terminator_handed = True
-
-    @staticmethod
-    def unmark_handed(owed: Iterable[Owed]) -> None:
-        """The write ending with these commands failed before its last byte was handed."""
-        for record in owed:
-            record.handed = False
-            if record.kind is Kind.FINAL and record.transaction is not None:
-                record.transaction.terminator_handed = False
+                record.transaction.terminator_handed = handed
 
     # -- replies -------------------------------------------------------------------
 

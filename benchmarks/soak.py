@@ -33,10 +33,11 @@ sys.path.insert(0, str(ROOT))
 
 import anyio  # noqa: E402
 
-from tests.faultproxy import FaultProxy  # noqa: E402
+from tests.faultproxy import FaultProxy, spans_for  # noqa: E402
 from tests.integration.servers.postfix import PostfixInstance  # noqa: E402
 from tests.integration.servers.tls import LoopbackCertificates  # noqa: E402
 from tests.integration.soak import (  # noqa: E402
+    MAX_MESSAGES_PER_CONNECTION,
     REPLY_TIMEOUT,
     SoakRun,
     check_closed,
@@ -55,17 +56,23 @@ from tests.integration.soak import (  # noqa: E402
 async def soak(postfix: PostfixInstance, args: argparse.Namespace, backend: str, seed: int) -> int:
     """One backend's soak; returns the number of violations."""
     run_id = f"{backend}-{uuid.uuid4().hex[:8]}"
-    messages = make_messages(run_id, args.messages, ("auto", "data"), seed=seed)
     by_mail = args.messages // 5
-    batch, single = messages[: args.messages - by_mail], messages[args.messages - by_mail :]
-    # Phase bounds: generous for the volume, so only a real hang reaches them.
-    bound = max(120.0, args.messages * 0.2)
+    batch = make_messages(f"{run_id}-b", args.messages - by_mail, ("auto", "data"), seed=seed)
+    mail = make_messages(f"{run_id}-m", by_mail, ("auto", "data"), seed=seed)
+    half = by_mail // 2
+    single = [m for pair in zip(mail[:half], mail[half:], strict=False) for m in pair]
+    single += mail[2 * half :]
+    messages = batch + single
+    # Phase bounds: generous for the volume (a healthy run sends 100-200 messages/s),
+    # so only a real hang reaches them.
+    bound = args.bound or max(60.0, args.messages * 0.05)
     run = SoakRun()
     started = time.monotonic()
     async with FaultProxy(
         postfix.submission_port,
         seed=seed,
         fault_rate=args.fault_rate,
+        spans=spans_for(MAX_MESSAGES_PER_CONNECTION),
         stall_limit=2 * REPLY_TIMEOUT,
     ) as proxy:
         with anyio.move_on_after(3 * bound + 60) as outer:
@@ -84,6 +91,10 @@ async def soak(postfix: PostfixInstance, args: argparse.Namespace, backend: str,
     )
     outcomes = ", ".join(f"{name} {n}" for name, n in sorted(verdict.outcome_counts.items()))
     print(f"  outcomes:            {outcomes}")
+    print(
+        f"  unknowns delivered:  {verdict.unknown_delivered} of "
+        f"{verdict.outcome_counts['DeliveryUnknownError']}"
+    )
     print(
         f"  connections:         {len(proxy.connections)} proxied, {run.connections_opened} "
         f"sessions opened by the pool"
@@ -107,6 +118,9 @@ def main() -> int:
     parser.add_argument("--backend", choices=("asyncio", "trio", "both"), default="both")
     parser.add_argument("--fault-rate", type=float, default=0.25)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--bound", type=float, default=0.0, help="seconds a phase may take (default: by size)"
+    )
     parser.add_argument("--show", type=int, default=25, help="violations printed in full")
     parser.add_argument("--keep", action="store_true", help="keep the Postfix folder")
     args = parser.parse_args()

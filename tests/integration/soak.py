@@ -245,17 +245,22 @@ async def soak_rounds(
     *,
     rounds: int,
     bound: float,
+    tasks: int | None = None,
 ) -> None:
-    """``soak_send_many`` in ``rounds`` parts, each on a new pool through ``proxy``.
+    """The messages in ``rounds`` parts, each on a new pool through ``proxy``.
 
-    More pools make more connections (so more faults) for the same number of
-    messages; each round still sends both transfers.
+    Each part goes by ``soak_send_many``, or with ``tasks`` by ``soak_send_mail`` from
+    that many tasks.  More pools make more connections (so more faults) for the same
+    number of messages.
     """
     size = -(-len(messages) // rounds)
     for start in range(0, len(messages), size):
         part = messages[start : start + size]
         async with new_pool(factory(postfix, proxy.port)) as pool:
-            await soak_send_many(pool, proxy, part, run, bound)
+            if tasks is None:
+                await soak_send_many(pool, proxy, part, run, bound)
+            else:
+                await soak_send_mail(pool, proxy, part, run, bound, tasks)
         run.connections_opened += pool.connections_opened
 
 
@@ -295,6 +300,8 @@ class Verdict:
     violations: list[str]
     #: SendResults whose queue id was compared with the delivered copy's.
     queue_ids_checked: int = 0
+    #: DeliveryUnknownErrors whose message was in fact delivered (once).
+    unknown_delivered: int = 0
 
 
 def soak_id_of(message: DeliveredMessage) -> str | None:
@@ -329,6 +336,7 @@ def judge(run: SoakRun, stored: dict[str, list[DeliveredMessage]]) -> Verdict:
     duplicates = sorted(soak_id for soak_id, count in copies.items() if count > 1)
     counts: Counter[str] = Counter()
     queue_ids_checked = 0
+    unknown_delivered = 0
     for soak_id in sorted(set(stored) - set(known)):
         violations.append(f"{soak_id}: delivered but never sent")
     for message in run.messages:
@@ -339,6 +347,8 @@ def judge(run: SoakRun, stored: dict[str, list[DeliveredMessage]]) -> Verdict:
         counts[name] += 1
         if count > 1:
             violations.append(f"{soak_id}: DUPLICATE, {count} copies, outcome {outcome!r}")
+        if isinstance(outcome, DeliveryUnknownError) and count:
+            unknown_delivered += 1
         if isinstance(outcome, SendResult):
             if count == 0:
                 violations.append(f"{soak_id}: SendResult but not delivered ({outcome.reply})")
@@ -369,7 +379,7 @@ def judge(run: SoakRun, stored: dict[str, list[DeliveredMessage]]) -> Verdict:
         for copy in stored.get(soak_id, []):
             if copy.body != message.stored_body:
                 violations.append(f"{soak_id}: delivered body differs from what was sent")
-    return Verdict(counts, copies, duplicates, violations, queue_ids_checked)
+    return Verdict(counts, copies, duplicates, violations, queue_ids_checked, unknown_delivered)
 
 
 def summary(label: str, run: SoakRun, verdict: Verdict, proxy: FaultProxy) -> str:
@@ -377,7 +387,8 @@ def summary(label: str, run: SoakRun, verdict: Verdict, proxy: FaultProxy) -> st
     rate = len(run.messages) / run.elapsed if run.elapsed else 0.0
     return (
         f"[soak {label}] {len(run.messages)} messages in {run.elapsed:.1f} s "
-        f"({rate:.0f} msg/s); outcomes: {outcomes}; duplicates: {len(verdict.duplicates)}; "
+        f"({rate:.0f} msg/s); outcomes: {outcomes} (unknowns delivered: "
+        f"{verdict.unknown_delivered}); duplicates: {len(verdict.duplicates)}; "
         f"violations: {len(verdict.violations)}; hangs: {len(run.hangs)}; "
         f"leaked sessions: {len(run.leaks)}; pool sessions "
         f"opened: {run.connections_opened}; proxy: {proxy.summary()}"

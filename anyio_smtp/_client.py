@@ -39,7 +39,6 @@ from ._errors import (
 )
 from ._protocol.capabilities import Capabilities
 from ._protocol.commands import (
-    Command,
     Ehlo,
     Helo,
     Lhlo,
@@ -64,7 +63,6 @@ from ._transaction import (
 )
 from ._transport import Transport
 from .audit import (
-    AuditEvent,
     AuditHook,
     Authenticated,
     Connected,
@@ -190,19 +188,13 @@ class SMTPClient:
                 raise SessionClosedError("the SMTP session is closed; open a new one")
             yield
 
-    async def _command(self, command: Command) -> Reply:
-        return await self._channel.command(command)
-
-    async def _emit(self, event: AuditEvent) -> None:
-        await self._channel.emit(event)
-
     async def _open(self) -> None:
         """Read the greeting and say EHLO (called once by the connect functions)."""
         async with self._exclusive(), self._channel.fatal():
             if self._ehlo_domain is None:
                 self._ehlo_domain = _default_ehlo_domain(self._transport)
             reply = await self._channel.reply()
-            await self._emit(GreetingReceived(reply))
+            await self._channel.emit(GreetingReceived(reply))
             if not reply.is_positive:
                 raise ReplyError("greeting", reply, "the server refused the session")
             await self._hello()
@@ -210,17 +202,17 @@ class SMTPClient:
     async def _hello(self) -> None:
         assert self._ehlo_domain is not None
         if self.lmtp:
-            reply = await self._command(Lhlo(self._ehlo_domain))
+            reply = await self._channel.command(Lhlo(self._ehlo_domain))
             if reply.code != 250:
                 raise ReplyError("LHLO", reply)
             return
-        reply = await self._command(Ehlo(self._ehlo_domain))
+        reply = await self._channel.command(Ehlo(self._ehlo_domain))
         if reply.code == 250:
             return
         if not reply.is_permanent:
             raise ReplyError("EHLO", reply)
         # RFC 5321 §3.2: a client whose EHLO is refused falls back to HELO.
-        reply = await self._command(Helo(self._ehlo_domain))
+        reply = await self._channel.command(Helo(self._ehlo_domain))
         if reply.code != 250:
             raise ReplyError("HELO", reply)
 
@@ -237,7 +229,7 @@ class SMTPClient:
         """Tell the transcript and the audit hook that TLS is on."""
         version, cipher = self._transport.tls_version, self._transport.tls_cipher
         logger.debug("TLS started: %s, %s", version, cipher)
-        await self._emit(TLSStarted(version, cipher, starttls))
+        await self._channel.emit(TLSStarted(version, cipher, starttls))
 
     # -- public API ------------------------------------------------------------------
 
@@ -276,7 +268,7 @@ class SMTPClient:
             async with self._channel.fatal():
                 if "STARTTLS" not in self._session.capabilities:
                     raise ExtensionNotSupportedError("STARTTLS", "refusing to continue without TLS")
-                reply = await self._command(StartTLS())
+                reply = await self._channel.command(StartTLS())
                 if reply.code != 220:
                     raise ReplyError("STARTTLS", reply, "the server refused to start TLS")
                 await self._transport.start_tls(ssl_context, hostname)
@@ -332,12 +324,12 @@ class SMTPClient:
             await sasl.prepare()
             async with self._channel.fatal():
                 reply = await self._authenticate(SASLExchange(sasl))
-                await self._emit(Authenticated(sasl.name))
+                await self._channel.emit(Authenticated(sasl.name))
                 return reply
 
     async def _authenticate(self, exchange: SASLExchange) -> Reply:
         """The AUTH exchange: the sans-I/O ``SASLExchange`` decides, this loop talks."""
-        reply = await self._command(exchange.start())
+        reply = await self._channel.command(exchange.start())
         try:
             while isinstance(step := exchange.receive(reply), Challenge):
                 if step.blocking:
@@ -345,7 +337,7 @@ class SMTPClient:
                     response = await anyio.to_thread.run_sync(exchange.respond, step)
                 else:
                     response = exchange.respond(step)
-                reply = await self._command(response)
+                reply = await self._channel.command(response)
         except AuthenticationError:
             # RFC 5802 §5.1: a 235 whose server proof fails is no authentication.
             self._session.authenticated = False
@@ -519,7 +511,7 @@ class SMTPClient:
         async with self._exclusive():
             self._session.check(Event.NOOP)
             async with self._channel.fatal():
-                reply = await self._command(Noop())
+                reply = await self._channel.command(Noop())
         if reply.code != 250:
             raise ReplyError("NOOP", reply)
         return reply
@@ -545,10 +537,10 @@ class SMTPClient:
         async with self._exclusive():
             self._session.check(Event.QUIT)
             async with self._channel.fatal():
-                reply = await self._command(Quit())
+                reply = await self._channel.command(Quit())
             await self._channel.close_stream()
             self._channel.ended_politely()
-            await self._emit(SessionQuit(reply))
+            await self._channel.emit(SessionQuit(reply))
             return reply
 
     async def aclose(self) -> None:
@@ -598,7 +590,7 @@ async def start_session(
     Any failure closes the session (the connect functions' single way in).
     """
     try:
-        await client._emit(Connected(host, port))
+        await client._channel.emit(Connected(host, port))
         if implicit_tls:
             await client._start_implicit_tls(ssl_context, tls_hostname)
         await client._open()

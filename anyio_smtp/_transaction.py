@@ -363,17 +363,26 @@ class Transaction:
             return True  # nothing could be delivered, whatever the "." got
         if self.finals and all(reply is not None for reply in self.finals):
             return True
+        if self.closing is not None and self._some_final_positive():
+            # LMTP: the server closed after delivering to some recipients, so
+            # the others did not get it (RFC 2033 §4.2, RFC 5321 §3.8).
+            return True
         return self.data_reply is not None and self.data_reply.code != 354
 
     @property
     def certainly_undelivered(self) -> bool:
         """Whether the server can not have accepted this transaction (RFC 5321 §6.1)."""
+        if self._some_final_positive():
+            return False  # LMTP (RFC 2033 §4.2): some recipient has it already
         return (
             not self.terminator_handed
             or self.lone_dot
             or self.closing is not None
             or self.refusal() is not None
         )
+
+    def _some_final_positive(self) -> bool:
+        return self.lmtp and any(reply is not None and reply.is_positive for reply in self.finals)
 
     def settle(self) -> None:
         """Decide the outcome from the replies (``decided`` must be true)."""
@@ -397,7 +406,8 @@ class Transaction:
         delivered: list[str] = []
         per_recipient: dict[str, Reply] = {}
         last: Reply | None = None
-        for address, reply in zip(self.accepted, self.finals, strict=True):
+        for address, final in zip(self.accepted, self.finals, strict=True):
+            reply = final or self.closing
             assert reply is not None
             per_recipient[address] = reply
             if reply.is_positive:
@@ -417,10 +427,13 @@ class Transaction:
         if self.certainly_undelivered:
             return ()
         if self.lmtp and self.finals:
+            # After a 421 the server took no more: only the recipients it
+            # answered positively have the message.
             return tuple(
                 address
                 for address, reply in zip(self.accepted, self.finals, strict=True)
-                if reply is None or reply.is_positive
+                if (reply is None and self.closing is None)
+                or (reply is not None and reply.is_positive)
             )
         # Recipients still unanswered may have been accepted too.
         return tuple(
@@ -540,8 +553,8 @@ class Delivery:
         if not open_transactions:
             return self._merge()
         for transaction in open_transactions:
-            if transaction.decided:
-                # A verdict that arrived before the failure still counts.
+            if transaction.decided or transaction.refusal() is not None:
+                # A verdict (or a refusal) that arrived before the failure still counts.
                 transaction.settle()
         delivered = [t for t in self.transactions if isinstance(t.outcome, SendResult)]
         maybe: dict[str, None] = {}

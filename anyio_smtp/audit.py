@@ -12,7 +12,7 @@ A full session gives, in order: ``Connected``, ``GreetingReceived``, [``TLSStart
 [``Authenticated``], then for each message ``SenderAccepted``, ``RecipientAccepted``
 or ``RecipientRejected`` per recipient, ``MessageAccepted`` (or the matching
 ``...Rejected`` events), and finally ``SessionQuit``.  A session that ends by a
-failure gives exactly one ``SessionAborted`` instead, with the reason, after a
+failure gives exactly one ``SessionAborted`` instead, with the reason, then a
 ``DeliveryUnknown`` for each message whose verdict it lost.
 
 Events carry addresses, reply codes and texts, TLS parameters and mechanism

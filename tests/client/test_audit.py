@@ -21,6 +21,7 @@ from anyio_smtp.audit import (
     AuditEvent,
     Authenticated,
     Connected,
+    DeliveryUnknown,
     MessageAccepted,
     MessageRejected,
     RecipientRejected,
@@ -250,6 +251,58 @@ async def test_cancellation_aborts_once() -> None:
         assert stream.closed
     assert record.names == ["connected", "greeting", "session-aborted"]
     assert record.events[-1] == SessionAborted("cancelled", record.events[-1].error)  # type: ignore[attr-defined]
+
+
+async def test_a_cancellation_after_the_data_tells_the_lost_verdict() -> None:
+    record = Recorder()
+    waiting = anyio.Event()
+
+    async def server(peer: Peer) -> None:
+        await peer.greet(PIPELINING_EHLO)
+        for _ in range(3):  # MAIL, RCPT, DATA
+            await peer.line()
+        await peer.send("250 2.1.0 Ok", "250 2.1.5 Ok", "354 go ahead")
+        await peer.data()
+        waiting.set()  # the message is complete, and its verdict never comes
+        await peer.rest()
+
+    async with scripted(server) as stream:
+        smtp = await anyio_smtp.connect_stream(stream, ehlo_domain="client.test", audit=record)
+        async with anyio.create_task_group() as group:
+
+            async def cancel_when_waiting() -> None:
+                await waiting.wait()
+                group.cancel_scope.cancel()
+
+            group.start_soon(cancel_when_waiting)
+            await smtp.send_mail(USER, ["bob@example.test"], BODY)
+        assert smtp.closed
+    assert record.names == ["connected", "greeting", "session-aborted", "delivery-unknown"]
+    assert record.events[3] == DeliveryUnknown(USER, ("bob@example.test",), record.events[3].reason)  # type: ignore[attr-defined]
+
+
+async def test_a_cancellation_before_the_data_ends_tells_no_lost_verdict() -> None:
+    record = Recorder()
+    waiting = anyio.Event()
+
+    async def server(peer: Peer) -> None:
+        await peer.greet(PIPELINING_EHLO)
+        for _ in range(3):  # MAIL, RCPT, DATA
+            await peer.line()
+        waiting.set()  # and never answer: no data can have gone
+        await peer.rest()
+
+    async with scripted(server) as stream:
+        smtp = await anyio_smtp.connect_stream(stream, ehlo_domain="client.test", audit=record)
+        async with anyio.create_task_group() as group:
+
+            async def cancel_when_waiting() -> None:
+                await waiting.wait()
+                group.cancel_scope.cancel()
+
+            group.start_soon(cancel_when_waiting)
+            await smtp.send_mail(USER, ["bob@example.test"], BODY)
+    assert "delivery-unknown" not in record.names
 
 
 async def test_exit_by_exception_aborts_with_the_reason() -> None:

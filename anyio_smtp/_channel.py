@@ -61,7 +61,15 @@ def _log_reply(reply: Reply, *, redact: bool = False) -> None:
 class Channel:
     """A session, its transport, its transcript and its audit hook."""
 
-    __slots__ = ("_audit", "_ended", "_stream_closed", "lmtp", "session", "transport")
+    __slots__ = (
+        "_audit",
+        "_ended",
+        "_stream_closed",
+        "lmtp",
+        "pipeline_after_end",
+        "session",
+        "transport",
+    )
 
     def __init__(
         self, transport: Transport, *, audit: AuditHook | None = None, lmtp: bool = False
@@ -72,6 +80,18 @@ class Channel:
         self._audit = audit
         self._stream_closed = False
         self._ended = False  # SessionQuit or SessionAborted was emitted
+        #: Whether commands may follow an end of data in one write; turned off
+        #: for the session by a server that refuses them (see ``_transaction``).
+        self.pipeline_after_end = True
+
+    def no_pipelining_after_end(self) -> None:
+        """The server refused commands sent with an end of data: stop for this session."""
+        if self.pipeline_after_end:
+            self.pipeline_after_end = False
+            logger.info(
+                "the server refused commands pipelined after the end of a message's data; "
+                "each message now waits for the verdict on the one before"
+            )
 
     @property
     def closed(self) -> bool:

@@ -191,6 +191,7 @@ class Engine:
         self._session = channel.session
         self._transport = channel.transport
         self._pipeline = Pipeline(channel.session, lmtp=channel.lmtp, max_in_flight=max_in_flight)
+        self._pipeline.pipeline_after_end = channel.pipeline_after_end
         self._wake = anyio.Event()
         self._writer_done = False
 
@@ -347,6 +348,8 @@ class Engine:
             raise _leaf(exc) from None
         for transaction in pipeline.finish_round():
             await self._channel.emit_transaction(transaction)
+        if not pipeline.pipeline_after_end:
+            self._channel.no_pipelining_after_end()
 
     def _small(self) -> bool:
         """Whether the next group surely fits in one coalesced write."""

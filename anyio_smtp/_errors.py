@@ -63,8 +63,23 @@ class SMTPError(Exception):
 # -- the server refused something ------------------------------------------------------
 
 
+def _transient(reply: Reply) -> bool:
+    # 503 (bad sequence of commands, RFC 5321 §4.2.4) is about how and when the
+    # client sent, never about the message: a new session may well succeed.
+    return reply.is_transient or reply.code == 503
+
+
+def _permanent(reply: Reply) -> bool:
+    return reply.is_permanent and reply.code != 503
+
+
 class ReplyError(SMTPError):
     """The server answered a command with a reply that refuses it.
+
+    ``is_transient`` follows the reply's class (4xx), ``is_permanent`` too
+    (5xx), with one exception: ``503`` (bad sequence of commands) says how the
+    client sent, not what the server thinks of the message, so it counts as
+    transient and never as permanent.
 
     :ivar reply: the server's :class:`~anyio_smtp.Reply`
     :ivar command: the command that got it (``"MAIL FROM"``, ``"AUTH PLAIN"``,
@@ -79,11 +94,11 @@ class ReplyError(SMTPError):
 
     @property
     def is_transient(self) -> bool:
-        return self.reply.is_transient
+        return _transient(self.reply)
 
     @property
     def is_permanent(self) -> bool:
-        return self.reply.is_permanent
+        return _permanent(self.reply)
 
     @property
     def enhanced(self) -> EnhancedStatus | None:
@@ -122,11 +137,11 @@ class RecipientsRefusedError(ReplyError):
 
     @property
     def is_transient(self) -> bool:
-        return all(reply.is_transient for reply in self.rejected.values())
+        return all(_transient(reply) for reply in self.rejected.values())
 
     @property
     def is_permanent(self) -> bool:
-        return all(reply.is_permanent for reply in self.rejected.values())
+        return all(_permanent(reply) for reply in self.rejected.values())
 
 
 class DataRefusedError(ReplyError):

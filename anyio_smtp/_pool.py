@@ -54,7 +54,10 @@ from ._client import SMTPClient
 from ._engine import DEFAULT_MAX_IN_FLIGHT
 from ._errors import (
     ConnectError,
+    DataRefusedError,
     InvalidArgumentError,
+    RecipientsRefusedError,
+    SenderRefusedError,
     ServerDisconnectedError,
     ServiceUnavailableError,
     SessionClosedError,
@@ -85,8 +88,14 @@ _RETRYABLE = (
 def retryable(error: SMTPError) -> bool:
     """Whether a message that got ``error`` may be sent again on another session.
 
-    A refused certificate is no passing fault: trying again can not help.
+    A refused certificate is no passing fault: trying again can not help.  A
+    message refused with ``503`` (bad sequence of commands) was refused for how
+    the session sent it, not for what it is, so it may go again too.
     """
+    if isinstance(error, RecipientsRefusedError):
+        return all(reply.code == 503 for reply in error.rejected.values())
+    if isinstance(error, (SenderRefusedError, DataRefusedError)):
+        return error.reply.code == 503
     return isinstance(error, _RETRYABLE) and not isinstance(error, TLSCertificateError)
 
 

@@ -242,6 +242,8 @@ class Owed:
     transaction: Transaction | None  # None for RSET
     index: int = 0
     handed: bool = False
+    #: Sent in the same group as, and after, another message's end of data.
+    after_end: bool = False
 
 
 # -- one transaction -------------------------------------------------------------------
@@ -261,6 +263,7 @@ class Transaction:
         "mail",
         "mail_reply",
         "outcome",
+        "pipelined_after_end",
         "plan",
         "rcpt_replies",
         "rcpts",
@@ -275,8 +278,14 @@ class Transaction:
         self.mail = mail
         self.rcpts = rcpts
         self.lmtp = lmtp
+        #: Its commands were sent in the same group as an earlier end of data.
+        self.pipelined_after_end = False
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every reply: the server did not take up any of its commands."""
         self.mail_reply: Reply | None = None
-        self.rcpt_replies: list[Reply | None] = [None] * len(rcpts)
+        self.rcpt_replies: list[Reply | None] = [None] * len(self.rcpts)
         self.data_reply: Reply | None = None
         self.chunk_refusal: Reply | None = None
         #: A ``421`` answered one of its commands: the server closed instead
@@ -290,6 +299,24 @@ class Transaction:
         #: DATA got 354 but nothing can be delivered: end it with a lone ".".
         self.lone_dot = False
         self.outcome: SendResult | SMTPError | None = None
+
+    @property
+    def refused_as_pipelined(self) -> bool:
+        """Whether the server refused its ``MAIL`` for arriving too early.
+
+        Some servers (Haraka, for one) refuse every command that arrives in
+        the same write as the end of an earlier message's data, with ``503``
+        (bad sequence of commands).  ``503`` to ``MAIL`` says the server did not
+        take the transaction up at all: it is about how the commands were sent,
+        never a verdict on this message, so the message can be sent again.
+        """
+        return (
+            self.pipelined_after_end
+            and self.mail_reply is not None
+            and self.mail_reply.code == 503
+            and self.closing is None
+            and (self.data_reply is None or self.data_reply.code != 354)
+        )
 
     @property
     def submission(self) -> Submission:
@@ -700,6 +727,12 @@ class Pipeline:
         self.needs_rset = False
         #: The latest refusal (the cause, should the RSET after it fail).
         self.last_refusal: ReplyError | None = None
+        #: Whether commands may follow an end of data in the same group.  A
+        #: server that refuses them (``503``, see
+        #: :attr:`Transaction.refused_as_pipelined`) turns this off for the
+        #: rest of the session: the next message's commands then wait for
+        #: the verdict on the previous one.
+        self.pipeline_after_end = True
 
     # -- input ---------------------------------------------------------------------
 
@@ -725,6 +758,9 @@ class Pipeline:
         """
         if self.new and not self.new[-1].plan.bdat:
             return False
+        if not self.pipeline_after_end and (self.body_next is not None or self.new):
+            # Each end of data (after 354, or BDAT LAST) closes its group.
+            return False
         return len(self.new) + (self.body_next is not None) < self.max_in_flight
 
     def holding(self) -> bool:
@@ -742,6 +778,8 @@ class Pipeline:
     def compose(self) -> Iterator[Piece | StreamedContent]:
         """The next group, piece by piece in wire order (each recorded as sent)."""
         body_next, new = self.body_next, self.new
+        # Whether an end of data is already in this group, ahead of what follows.
+        after_end = body_next is not None
         if body_next is not None:
             if body_next.lone_dot:
                 yield self._end_of_data(body_next, TERMINATOR)
@@ -757,10 +795,11 @@ class Pipeline:
                 # A transaction before this one may still be open on the
                 # server; RSET closes it and is harmless otherwise.
                 commands.append(Rset())
-                owed.append(Owed(Kind.RSET, None))
+                owed.append(Owed(Kind.RSET, None, after_end=after_end))
                 self.needs_rset = False
+            transaction.pipelined_after_end = after_end
             commands.append(transaction.mail)
-            owed.append(Owed(Kind.MAIL, transaction))
+            owed.append(Owed(Kind.MAIL, transaction, after_end=after_end))
             commands += transaction.rcpts
             owed += [Owed(Kind.RCPT, transaction, i) for i in range(len(transaction.rcpts))]
             if not transaction.plan.bdat:
@@ -772,10 +811,10 @@ class Pipeline:
                     yield from self.bdat_pieces(transaction, pipelined=True)
                 else:
                     yield StreamedContent(transaction)
-                previous_bdat = True
-        if not new and self.needs_rset:
+                previous_bdat = after_end = True
+        if not new and self.needs_rset and not (after_end and not self.pipeline_after_end):
             self.needs_rset = False
-            yield self.rset()
+            yield self._commands([Rset()], [Owed(Kind.RSET, None, after_end=after_end)])
 
     def _commands(self, commands: Sequence[Command], owed: Sequence[Owed]) -> Piece:
         data = b"".join(
@@ -851,7 +890,12 @@ class Pipeline:
                     transaction.closing = event.reply
             return
         if owed.kind is Kind.RSET:
-            if event.reply.code != 250:
+            if event.reply.code == 503 and owed.after_end:
+                # Refused for arriving with an end of data (see
+                # Transaction.refused_as_pipelined): send it again, on its own.
+                self.needs_rset = True
+                self.pipeline_after_end = False
+            elif event.reply.code != 250:
                 raise ReplyError("RSET", event.reply) from self.last_refusal
             return
         assert owed.transaction is not None
@@ -865,7 +909,18 @@ class Pipeline:
         body_next, new = self.body_next, self.new
         self.body_next, self.new = None, []
         settled = [body_next] if body_next is not None else []
+        again: list[Transaction] = []
         for transaction in new:
+            if transaction.refused_as_pipelined:
+                # Untouched by the server: it goes again, after the verdicts
+                # it was sent with (no more commands after an end of data).
+                transaction.reset()
+                again.append(transaction)
+                self.pipeline_after_end = False
+                # Nothing is open on the server, but this side's session went
+                # through MAIL; RSET brings both back to the same state.
+                self.needs_rset = True
+                continue
             data_reply = transaction.data_reply
             if transaction.plan.bdat or data_reply is None or data_reply.code != 354:
                 settled.append(transaction)
@@ -880,7 +935,7 @@ class Pipeline:
         for transaction in settled:
             self.settle(transaction)
             followups += transaction.delivery.after(transaction)
-        self.pending.extendleft(reversed(followups))
+        self.pending.extendleft(reversed(again + followups))
         return settled
 
     def settle(self, transaction: Transaction) -> None:

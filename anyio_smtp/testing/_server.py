@@ -207,6 +207,10 @@ class SMTPTestServer:
     :param max_line_length: longest accepted command line in octets, line ending
         included (longer ones get ``500 5.5.6``)
     :param transcript_data: also record the lines of message data in :attr:`transcript`
+    :param refuse_pipelined_after_data: as Haraka does, answer every command that
+        arrived together with the end of a message's data (in the same read) with
+        ``503 5.5.0 Bad sequence of commands - pipelined after end of DATA``, one
+        reply per command, and take none of them up
     """
 
     def __init__(
@@ -223,6 +227,7 @@ class SMTPTestServer:
         size_limit: int | None = None,
         max_line_length: int = 1000,
         transcript_data: bool = True,
+        refuse_pipelined_after_data: bool = False,
     ) -> None:
         mechanisms = tuple(mech.upper() for mech in auth_mechanisms)
         unknown = [mech for mech in mechanisms if mech not in SUPPORTED_AUTH_MECHANISMS]
@@ -245,6 +250,7 @@ class SMTPTestServer:
         self.size_limit = size_limit
         self.max_line_length = max_line_length
         self.transcript_data = transcript_data
+        self.refuse_pipelined_after_data = refuse_pipelined_after_data
 
         #: Address of the listener; the port is 0 until the server has been entered.
         self.host = "127.0.0.1"
@@ -533,6 +539,9 @@ class _Session:
         self.closing = False
         self.expect_data = False
         self.start_tls = False
+        #: With ``refuse_pipelined_after_data``: the end (in ``buf``) of what
+        #: arrived together with the last end of data.
+        self.early_until: int | None = None
 
     # -- I/O -------------------------------------------------------------------------
 
@@ -564,6 +573,8 @@ class _Session:
         await self._flush()
         if self.pos:
             del self.buf[: self.pos]
+            if self.early_until is not None:
+                self.early_until -= self.pos
             self.pos = 0
         try:
             chunk = await self.stream.receive()
@@ -673,6 +684,15 @@ class _Session:
             self._queue(server._fmt(500, "5.5.2", "Error: command is not valid UTF-8"))
             return
         arg = text.partition(" ")[2]
+        if self.early_until is not None:
+            if self.pos <= self.early_until:
+                self._queue(
+                    server._fmt(
+                        503, "5.5.0", "Bad sequence of commands - pipelined after end of DATA"
+                    )
+                )
+                return
+            self.early_until = None
         rule = server._take_rule(verb, arg)
 
         if verb == "AUTH" and rule is None and not self.refused:
@@ -939,6 +959,8 @@ class _Session:
 
         raw = bytes(self.buf[start:end])
         self.pos = end
+        if server.refuse_pipelined_after_data and len(self.buf) > end:
+            self.early_until = len(self.buf)
         bare += _count_bare(raw)
         server.bare_line_ending_violations += bare
         if server.transcript_data and not discarded:

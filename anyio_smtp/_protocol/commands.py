@@ -108,7 +108,8 @@ _HOSTNAME = re.compile(r"[A-Za-z0-9._:\[\]-]+")
 def check_hostname(name: str, what: str = "host name") -> str:
     """Validate a host name or IP address (for connecting and TLS verification).
 
-    A non-ASCII name is turned into its IDNA (punycode) form.
+    A non-ASCII name is turned into its A-labels (IDNA 2008, as for addresses:
+    ``straße.example`` is ``xn--strae-oqa.example``).
 
     :raises InvalidArgumentError: empty, or holding anything but letters,
         digits, ``.``, ``-``, ``_``, ``:`` and brackets
@@ -117,8 +118,8 @@ def check_hostname(name: str, what: str = "host name") -> str:
         raise InvalidArgumentError(f"the {what} must be a non-empty str")
     if not name.isascii():
         try:
-            name = name.encode("idna").decode("ascii")
-        except UnicodeError:
+            name = _a_labels(name)
+        except ValueError:
             raise InvalidArgumentError(f"the {what} is not a valid host name") from None
     if not _HOSTNAME.fullmatch(name) or len(name) > MAX_DOMAIN_LENGTH:
         raise InvalidArgumentError(f"the {what} {name!r} is not a valid host name or address")
@@ -211,28 +212,37 @@ def idna_mailbox(address: str, *, role: str) -> str:
 
 @functools.lru_cache(maxsize=1024)
 def _idna_mailbox(address: str, role: str) -> str:
-    # The idna package, not the stdlib codec (IDNA 2003, which maps "ß" to
-    # "ss"): it is no dependency of ours of its own, but anyio depends on it,
-    # so it is always installed.  Imported here, when first needed.
-    import idna
-
     local, _, domain = address.rpartition("@")
     if not local.isascii():
         raise InvalidArgumentError(
             f"the {role} address {address!r} has a non-ASCII local part: it needs SMTPUTF8"
         )
     try:
-        # Full stops other than "." (such as "。") separate labels too (UTS 46).
-        labels = idna.uts46_remap(domain, std3_rules=False).split(".")
-        encoded = ".".join(
-            label if label.isascii() else idna.alabel(label).decode("ascii") for label in labels
-        )
-    except ValueError as exc:  # idna.IDNAError is a UnicodeError, a ValueError
+        encoded = _a_labels(domain)
+    except ValueError as exc:
         raise InvalidArgumentError(
             f"the {role} address {address!r} has a domain that is not a valid "
             f"internationalised domain name ({exc})"
         ) from None
     return check_mailbox(f"{local}@{encoded}", role=role)
+
+
+def _a_labels(domain: str) -> str:
+    """A domain's ASCII form: each non-ASCII label as its A-label (RFC 5890).
+
+    :raises ValueError: (an ``idna.IDNAError``) not a valid internationalised name
+    """
+    # The idna package (IDNA 2008 with the UTS 46 mapping, as browsers and mail
+    # services do), not the stdlib codec (IDNA 2003, which turns "ß" into "ss",
+    # another name).  It is no dependency of ours of its own, but anyio depends
+    # on it, so it is always installed; imported here, when first needed.
+    import idna
+
+    # UTS 46 maps case, and full stops other than "." (such as "。") separate labels.
+    labels = idna.uts46_remap(domain, std3_rules=False).split(".")
+    return ".".join(
+        label if label.isascii() else idna.alabel(label).decode("ascii") for label in labels
+    )
 
 
 def check_esmtp_parameter(parameter: str) -> str:

@@ -111,7 +111,7 @@ def plan_transfer(
     if smtputf8:
         if "SMTPUTF8" not in capabilities:
             raise ExtensionNotSupportedError(
-                "SMTPUTF8", "the message has non-ASCII addresses or header fields"
+                "SMTPUTF8", "a non-ASCII local part or header field needs it"
             )
         parameters.append("SMTPUTF8")
     if binarymime and raw_size is not None:

@@ -27,6 +27,7 @@ from anyio_smtp._protocol.commands import (
     check_credential,
     check_domain,
     check_esmtp_parameter,
+    check_hostname,
     check_mailbox,
     idna_mailbox,
     needs_smtputf8,
@@ -488,6 +489,14 @@ def test_idna_mailbox_refuses_what_has_no_ascii_form(address: str) -> None:
     with pytest.raises(InvalidArgumentError) as caught:
         idna_mailbox(address, role="recipient")
     assert "recipient" in str(caught.value)
+
+
+def test_host_names_get_the_same_a_labels() -> None:
+    assert check_hostname("mail.bücher.example") == "mail.xn--bcher-kva.example"
+    assert check_hostname("straße.example") == "xn--strae-oqa.example"  # IDNA 2008, not "strasse"
+    assert check_hostname("Mail.Example.COM") == "Mail.Example.COM"
+    with pytest.raises(InvalidArgumentError):
+        check_hostname("☃.example")
 
 
 def test_only_a_non_ascii_local_part_needs_smtputf8() -> None:

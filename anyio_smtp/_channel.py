@@ -11,6 +11,7 @@ and the stream once, and emits exactly one ``SessionAborted`` event.
 from __future__ import annotations
 
 import inspect
+import itertools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -50,21 +51,24 @@ T = TypeVar("T")
 QUIT_TIMEOUT: Final = 5.0
 
 
-def _log_reply(reply: Reply, *, redact: bool = False) -> None:
-    last = len(reply.lines) - 1
-    for index, line in enumerate(reply.lines):
-        separator = " " if index == last else "-"
-        text = "[redacted]" if redact and line else line
-        logger.debug("S: %d%s%s", reply.code, separator, text)
+#: Numbers the sessions of this process, for their log records.
+_session_numbers = itertools.count(1)
 
 
 class Channel:
-    """A session, its transport, its transcript and its audit hook."""
+    """A session, its transport, its transcript and its audit hook.
+
+    Every log record of the session starts with its identifier in brackets
+    (``[s3] C: EHLO ...``) and carries it as ``record.smtp_session``, so the
+    records of concurrent sessions can be told apart.
+    """
 
     __slots__ = (
         "_audit",
         "_ended",
+        "_extra",
         "_stream_closed",
+        "id",
         "lmtp",
         "pipeline_after_end",
         "session",
@@ -74,6 +78,9 @@ class Channel:
     def __init__(
         self, transport: Transport, *, audit: AuditHook | None = None, lmtp: bool = False
     ) -> None:
+        #: Short and unique in this process: ``"s1"``, ``"s2"`` ...
+        self.id = f"s{next(_session_numbers)}"
+        self._extra = {"smtp_session": self.id}
         self.transport = transport
         self.session = SMTPSession(tls=transport.tls)
         self.lmtp = lmtp
@@ -88,9 +95,10 @@ class Channel:
         """The server refused commands sent with an end of data: stop for this session."""
         if self.pipeline_after_end:
             self.pipeline_after_end = False
-            logger.info(
+            self.log(
                 "the server refused commands pipelined after the end of a message's data; "
-                "each message now waits for the verdict on the one before"
+                "each message now waits for the verdict on the one before",
+                level=logging.INFO,
             )
 
     @property
@@ -132,7 +140,7 @@ class Channel:
                 text, error = "cancelled", type(reason).__name__
             else:
                 text, error = str(reason) or type(reason).__name__, type(reason).__name__
-            logger.debug("SMTP session aborted: %s", text)
+            self.log("SMTP session aborted: %s", text)
             await self.emit_shielded(SessionAborted(text, error))
 
     async def close_stream(self) -> None:
@@ -156,7 +164,12 @@ class Channel:
             if inspect.isawaitable(result):
                 await result
         except Exception:
-            logger.exception("the audit hook failed on a %r event", event.name)
+            self.log(
+                "the audit hook failed on a %r event",
+                event.name,
+                level=logging.ERROR,
+                exc_info=True,
+            )
 
     async def emit_shielded(self, event: AuditEvent) -> None:
         """Emit even while a cancellation ends the session; bounded, so a stuck hook can
@@ -203,15 +216,37 @@ class Channel:
 
     # -- the transcript ---------------------------------------------------------------
 
-    @staticmethod
-    def log_commands(commands: Iterable[Command]) -> None:
+    def log(
+        self, message: str, *args: object, level: int = logging.DEBUG, exc_info: bool = False
+    ) -> None:
+        """Log one record of this session (``%``-style arguments, as ``logging`` takes)."""
+        if logger.isEnabledFor(level):
+            logger.log(
+                level,
+                "[%s] " + message,
+                self.id,
+                *args,
+                exc_info=exc_info,
+                extra=self._extra,
+                stacklevel=2,
+            )
+
+    def log_commands(self, commands: Iterable[Command]) -> None:
         if logger.isEnabledFor(logging.DEBUG):
             for command in commands:
-                logger.debug("C: %s", command.log_line())
+                self.log("C: %s", command.log_line())
 
-    @staticmethod
-    def log_data(size: int) -> None:
-        logger.debug("C: [message data, %d octets]", size)
+    def log_data(self, size: int) -> None:
+        self.log("C: [message data, %d octets]", size)
+
+    def log_reply(self, reply: Reply) -> None:
+        # A 334 carries a SASL challenge: never shown.
+        redact = reply.code == 334
+        last = len(reply.lines) - 1
+        for index, line in enumerate(reply.lines):
+            separator = " " if index == last else "-"
+            text = "[redacted]" if redact and line else line
+            self.log("S: %d%s%s", reply.code, separator, text)
 
     # -- exchanges --------------------------------------------------------------------
 
@@ -246,7 +281,7 @@ class Channel:
                 while (event := session.next_event()) is NEED_DATA:
                     session.receive_data(await transport.receive(action=action))
         if logger.isEnabledFor(logging.DEBUG):
-            _log_reply(event.reply, redact=event.reply.code == 334)
+            self.log_reply(event.reply)
         return event
 
     def raise_if_closing(self, event: ReplyEvent) -> None:

@@ -25,7 +25,7 @@ from types import TracebackType
 
 import anyio
 
-from ._channel import QUIT_TIMEOUT, Channel, logger
+from ._channel import QUIT_TIMEOUT, Channel
 from ._engine import DEFAULT_MAX_IN_FLIGHT, Engine, Source
 from ._errors import (
     AuthenticationError,
@@ -161,13 +161,22 @@ class SMTPClient:
         return self._session.state is SessionState.CLOSED
 
     @property
+    def session_id(self) -> str:
+        """This session's short identifier (``"s3"``), unique in the process.
+
+        Every record the session logs starts with it in brackets and carries it
+        as the ``smtp_session`` attribute (``%(smtp_session)s`` in a format).
+        """
+        return self._channel.id
+
+    @property
     def ehlo_domain(self) -> str | None:
         """The name this client gives in EHLO."""
         return self._ehlo_domain
 
     def __repr__(self) -> str:
         return (
-            f"<SMTPClient state={self.state.value} tls={self.tls} "
+            f"<SMTPClient {self.session_id} state={self.state.value} tls={self.tls} "
             f"authenticated={self.authenticated}>"
         )
 
@@ -228,7 +237,7 @@ class SMTPClient:
     async def _tls_started(self, *, starttls: bool) -> None:
         """Tell the transcript and the audit hook that TLS is on."""
         version, cipher = self._transport.tls_version, self._transport.tls_cipher
-        logger.debug("TLS started: %s, %s", version, cipher)
+        self._channel.log("TLS started: %s, %s", version, cipher)
         await self._channel.emit(TLSStarted(version, cipher, starttls))
 
     # -- public API ------------------------------------------------------------------

@@ -21,7 +21,33 @@ from ._timeouts import DEFAULT_TIMEOUTS, Timeouts
 from ._transport import Transport, open_transport
 from .audit import AuditHook
 
-__all__ = ("SessionOpener", "connect", "connect_lmtp", "connect_starttls", "connect_stream")
+__all__ = (
+    "IMPLICIT_TLS_PORT",
+    "SessionOpener",
+    "connect",
+    "connect_lmtp",
+    "connect_starttls",
+    "connect_stream",
+    "tls_for_port",
+)
+
+#: RFC 8314 §3.3 (and §7.3): the port of message submission over implicit TLS.
+IMPLICIT_TLS_PORT = 465
+
+
+def tls_for_port(port: int, tls: bool | None) -> bool:
+    """Whether a session on ``port`` starts with the TLS handshake.
+
+    ``tls`` decides when given; left as None, TLS goes with port 465 (RFC
+    8314), where a server says nothing until the handshake is done.
+
+    :raises InvalidArgumentError: ``tls`` is neither a bool nor None
+    """
+    if tls is None:
+        return port == IMPLICIT_TLS_PORT
+    if not isinstance(tls, bool):
+        raise InvalidArgumentError("tls must be True, False or None (by the port)")
+    return tls
 
 
 class SessionOpener:
@@ -122,7 +148,7 @@ def connect(
     host: str,
     port: int = 25,
     *,
-    tls: bool = False,
+    tls: bool | None = None,
     ssl_context: ssl.SSLContext | None = None,
     tls_hostname: str | None = None,
     ehlo_domain: str | None = None,
@@ -131,7 +157,7 @@ def connect(
     local_host: str | None = None,
     audit: AuditHook | None = None,
 ) -> SessionOpener:
-    """Open an SMTP session over TCP: plaintext, or implicit TLS with ``tls=True``.
+    """Open an SMTP session over TCP: plaintext, or implicit TLS (port 465, or ``tls=True``).
 
     The returned session has read the greeting and said EHLO.  On a plaintext
     session ``starttls()`` may be called next.
@@ -139,7 +165,9 @@ def connect(
     :param host: the server's host name or IP address
     :param port: 25 (relay), 587 (submission; prefer ``connect_starttls``) or
         465 (implicit TLS)
-    :param tls: do the TLS handshake right after connecting (RFC 8314, port 465)
+    :param tls: do the TLS handshake right after connecting (RFC 8314); by
+        default (None) on port 465 and on no other; ``tls=False`` speaks
+        plaintext even on port 465
     :param ssl_context: TLS settings (default: ``ssl.create_default_context()``,
         which verifies the certificate and the host name)
     :param tls_hostname: the name the certificate must carry (default: ``host``)
@@ -168,7 +196,7 @@ def connect(
         allow_insecure_auth=allow_insecure_auth,
         local_host=local_host,
         audit=audit,
-        implicit_tls=tls,
+        implicit_tls=tls_for_port(port, tls),
     )
 
 
@@ -279,7 +307,10 @@ def connect_lmtp(
     by DATA (never BDAT).  For a Unix socket, open it with
     ``anyio.connect_unix`` and use :func:`connect_stream` with ``lmtp=True``.
 
-    The parameters are those of :func:`connect`.
+    :param tls: do the TLS handshake right after connecting (LMTP has no port
+        of its own for that, so here it never goes by the port)
+
+    The other parameters are those of :func:`connect`.
     """
     return _tcp_session(
         host,

@@ -13,7 +13,8 @@ named by their mechanism only.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from itertools import islice
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
@@ -106,6 +107,23 @@ class ReplyError(SMTPError):
         return self.reply.enhanced
 
 
+#: Most addresses an error's text names; the rest are counted ("and 3 more").
+_NAMED = 5
+#: Most characters of each server reply quoted in such a list.
+_QUOTED = 100
+
+
+def _some(items: Iterable[str], count: int) -> list[str]:
+    """The first few of ``count`` items, and how many others there are."""
+    named = list(islice(items, _NAMED))
+    return named if count <= _NAMED else [*named, f"and {count - _NAMED} more"]
+
+
+def _quote(reply: Reply) -> str:
+    text = str(reply)
+    return text if len(text) <= _QUOTED else text[: _QUOTED - 3].rstrip() + "..."
+
+
 class SenderRefusedError(ReplyError):
     """``MAIL FROM`` was refused. The session was reset and stays usable.
 
@@ -121,7 +139,8 @@ class RecipientsRefusedError(ReplyError):
     """Every recipient was refused, so nothing was sent.
 
     The session was reset and stays usable.  ``reply`` is the first refusal;
-    ``rejected`` maps each recipient to its own reply.  ``is_transient`` is true
+    ``rejected`` maps each recipient to its own reply, and the text names the
+    first five of them with their replies.  ``is_transient`` is true
     only when every refusal was transient, ``is_permanent`` only when every one
     was permanent.
     """
@@ -130,10 +149,20 @@ class RecipientsRefusedError(ReplyError):
         if not rejected:
             raise ValueError("RecipientsRefusedError needs at least one refused recipient")
         self.rejected: Mapping[str, Reply] = MappingProxyType(dict(rejected))
-        first = next(iter(self.rejected.values()))
-        count = len(self.rejected)
-        what = "the recipient was" if count == 1 else f"all {count} recipients were"
-        super().__init__("RCPT TO", first, f"{what} refused at RCPT TO")
+        (only, first), *others = self.rejected.items()
+        if not others:
+            super().__init__("RCPT TO", first, f"the recipient <{only}> was refused at RCPT TO")
+            return
+        # Each refusal has its own reply: name them all, not only the first.
+        self.command, self.reply = "RCPT TO", first
+        refusals = _some(
+            (f"<{address}> {_quote(reply)}" for address, reply in self.rejected.items()),
+            len(self.rejected),
+        )
+        SMTPError.__init__(
+            self,
+            f"all {len(self.rejected)} recipients were refused at RCPT TO: {'; '.join(refusals)}",
+        )
 
     @property
     def is_transient(self) -> bool:
@@ -318,16 +347,18 @@ class DeliveryUnknownError(SMTPError):
     the underlying ``ServerDisconnectedError`` or ``SMTPTimeoutError``.
 
     :ivar recipients: the recipients that may have the message (accepted, or
-        not yet answered when the connection failed)
+        not yet answered when the connection failed); the text names the first five
     :ivar cause: the failure that lost the verdict
     """
 
     def __init__(self, recipients: tuple[str, ...], cause: SMTPError) -> None:
         self.recipients = recipients
         self.cause = cause
+        to = f" to {', '.join(_some((f'<{a}>' for a in recipients), len(recipients)))}"
         super().__init__(
             "the connection failed after the message was sent but before the server "
-            f"confirmed it, so it may or may not have been delivered ({cause})"
+            f"confirmed it, so it may or may not have been delivered{to if recipients else ''} "
+            f"({cause})"
         )
 
 

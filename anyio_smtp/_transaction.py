@@ -61,6 +61,7 @@ from ._protocol.params import (
     Transfer,
     TransferPlan,
     envelope_parameters,
+    envelope_smtputf8,
     plan_transfer,
 )
 from ._protocol.replies import Reply
@@ -498,7 +499,7 @@ class Delivery:
     def transaction(
         self, plan: TransferPlan, mail: Mail, recipients: Sequence[str], *, lmtp: bool
     ) -> Transaction:
-        rcpts = [Rcpt(r, self.rcpt_parameters.get(r, ())) for r in recipients]
+        rcpts = [Rcpt(r, self.rcpt_parameters.get(r, ()), mail.idna) for r in recipients]
         transaction = Transaction(self, plan, mail, rcpts, lmtp=lmtp)
         self.transactions.append(transaction)
         return transaction
@@ -634,15 +635,16 @@ def split_recipients(
 def plan(submission: Submission, capabilities: Capabilities, *, tls: bool, lmtp: bool) -> Delivery:
     """Plan a message against what the server offers (refusals before any I/O)."""
     try:
+        smtputf8 = envelope_smtputf8(
+            submission.sender, submission.recipients, content=submission.smtputf8
+        )
         transfer = plan_transfer(
             capabilities,
             size=submission.content.size,
             raw_size=submission.content.raw_size,
             eight_bit=submission.content.eight_bit,
             binary=submission.content.binary,
-            smtputf8=submission.smtputf8
-            or not submission.sender.isascii()
-            or not all(r.isascii() for r in submission.recipients),
+            smtputf8=smtputf8,
             # LMTP: one reply per recipient after the data; kept to DATA.
             transfer="data" if lmtp else submission.options.transfer,
         )
@@ -669,7 +671,7 @@ def plan(submission: Submission, capabilities: Capabilities, *, tls: bool, lmtp:
         return Delivery.settled(exc)
     delivery = Delivery(submission)
     delivery.rcpt_parameters = dict(zip(submission.recipients, rcpt_parameters, strict=True))
-    mail = Mail(submission.sender, transfer.parameters + mail_parameters)
+    mail = Mail(submission.sender, transfer.parameters + mail_parameters, idna=not smtputf8)
     for group in groups:
         delivery.transaction(transfer, mail, group, lmtp=lmtp)
     return delivery

@@ -44,6 +44,8 @@ __all__ = (
     "check_hostname",
     "check_esmtp_parameter",
     "check_mailbox",
+    "idna_mailbox",
+    "needs_smtputf8",
 )
 
 #: RFC 5321 §4.5.3.1.1: "The maximum total length of a user name or other
@@ -106,7 +108,8 @@ _HOSTNAME = re.compile(r"[A-Za-z0-9._:\[\]-]+")
 def check_hostname(name: str, what: str = "host name") -> str:
     """Validate a host name or IP address (for connecting and TLS verification).
 
-    A non-ASCII name is turned into its IDNA (punycode) form.
+    A non-ASCII name is turned into its A-labels (IDNA 2008, as for addresses:
+    ``straße.example`` is ``xn--strae-oqa.example``).
 
     :raises InvalidArgumentError: empty, or holding anything but letters,
         digits, ``.``, ``-``, ``_``, ``:`` and brackets
@@ -115,8 +118,8 @@ def check_hostname(name: str, what: str = "host name") -> str:
         raise InvalidArgumentError(f"the {what} must be a non-empty str")
     if not name.isascii():
         try:
-            name = name.encode("idna").decode("ascii")
-        except UnicodeError:
+            name = _a_labels(name)
+        except ValueError:
             raise InvalidArgumentError(f"the {what} is not a valid host name") from None
     if not _HOSTNAME.fullmatch(name) or len(name) > MAX_DOMAIN_LENGTH:
         raise InvalidArgumentError(f"the {what} {name!r} is not a valid host name or address")
@@ -179,6 +182,67 @@ def _checked_mailbox(address: str, role: str, allow_null: bool) -> str:
 
 def _dot_atoms(text: str) -> bool:
     return all(_ATOMS.fullmatch(part) for part in text.split("."))
+
+
+def needs_smtputf8(address: str) -> bool:
+    """Whether a (valid) address can only be sent with SMTPUTF8 (RFC 6531).
+
+    Only a non-ASCII local part needs it: a non-ASCII domain has an ASCII
+    form, its A-labels (:func:`idna_mailbox`).
+    """
+    local, _, _ = address.rpartition("@")
+    return not local.isascii()
+
+
+def idna_mailbox(address: str, *, role: str) -> str:
+    """The address with its domain in A-labels (``xn--...``), for a session without SMTPUTF8.
+
+    IDNA 2008 with the UTS 46 mapping (what browsers and mail services do):
+    ``user@Bücher.example`` becomes ``user@xn--bcher-kva.example``.  An ASCII
+    address comes back as it is.
+
+    :param role: ``"sender"`` or ``"recipient"``, for the error message
+    :raises InvalidArgumentError: the local part is not ASCII, or the domain
+        is not a valid internationalised domain name
+    """
+    if address.isascii():
+        return address
+    return _idna_mailbox(address, role)
+
+
+@functools.lru_cache(maxsize=1024)
+def _idna_mailbox(address: str, role: str) -> str:
+    local, _, domain = address.rpartition("@")
+    if not local.isascii():
+        raise InvalidArgumentError(
+            f"the {role} address {address!r} has a non-ASCII local part: it needs SMTPUTF8"
+        )
+    try:
+        encoded = _a_labels(domain)
+    except ValueError as exc:
+        raise InvalidArgumentError(
+            f"the {role} address {address!r} has a domain that is not a valid "
+            f"internationalised domain name ({exc})"
+        ) from None
+    return check_mailbox(f"{local}@{encoded}", role=role)
+
+
+def _a_labels(domain: str) -> str:
+    """A domain's ASCII form: each non-ASCII label as its A-label (RFC 5890).
+
+    :raises ValueError: (an ``idna.IDNAError``) not a valid internationalised name
+    """
+    # The idna package (IDNA 2008 with the UTS 46 mapping, as browsers and mail
+    # services do), not the stdlib codec (IDNA 2003, which turns "ß" into "ss",
+    # another name).  It is no dependency of ours of its own, but anyio depends
+    # on it, so it is always installed; imported here, when first needed.
+    import idna
+
+    # UTS 46 maps case, and full stops other than "." (such as "。") separate labels.
+    labels = idna.uts46_remap(domain, std3_rules=False).split(".")
+    return ".".join(
+        label if label.isascii() else idna.alabel(label).decode("ascii") for label in labels
+    )
 
 
 def check_esmtp_parameter(parameter: str) -> str:
@@ -369,18 +433,21 @@ class Mail(Command):
 
     sender: str
     parameters: tuple[str, ...] = ()
+    #: Send a non-ASCII domain in A-labels (no SMTPUTF8 for this message).
+    idna: bool = False
     name: ClassVar[str] = "MAIL FROM"
     event: ClassVar[Event | None] = Event.MAIL
 
     def __post_init__(self) -> None:
         check_mailbox(self.sender, role="sender", allow_null=True)
+        if self.idna:
+            idna_mailbox(self.sender, role="sender")
         for parameter in self.parameters:
             check_esmtp_parameter(parameter)
 
     def encode(self) -> bytes:
-        return _with_parameters(
-            b"MAIL FROM:<" + self.sender.encode("utf-8") + b">", self.parameters
-        )
+        sender = idna_mailbox(self.sender, role="sender") if self.idna else self.sender
+        return _with_parameters(b"MAIL FROM:<" + sender.encode("utf-8") + b">", self.parameters)
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,18 +456,21 @@ class Rcpt(Command):
 
     recipient: str
     parameters: tuple[str, ...] = ()
+    #: Send a non-ASCII domain in A-labels (no SMTPUTF8 for this message).
+    idna: bool = False
     name: ClassVar[str] = "RCPT TO"
     event: ClassVar[Event | None] = Event.RCPT
 
     def __post_init__(self) -> None:
         check_mailbox(self.recipient, role="recipient")
+        if self.idna:
+            idna_mailbox(self.recipient, role="recipient")
         for parameter in self.parameters:
             check_esmtp_parameter(parameter)
 
     def encode(self) -> bytes:
-        return _with_parameters(
-            b"RCPT TO:<" + self.recipient.encode("utf-8") + b">", self.parameters
-        )
+        recipient = idna_mailbox(self.recipient, role="recipient") if self.idna else self.recipient
+        return _with_parameters(b"RCPT TO:<" + recipient.encode("utf-8") + b">", self.parameters)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,8 @@ chooses the ``BODY=`` parameter, whether ``SMTPUTF8`` is needed, ``SIZE=``, and
 DATA or BDAT.  Everything that can be refused is refused here, before MAIL:
 
 * RFC 6152 §3: 8-bit data only to a server that advertised 8BITMIME;
-* RFC 6531 §3.4: non-ASCII addresses or header fields only with SMTPUTF8;
+* RFC 6531 §3.4: non-ASCII addresses or header fields only with SMTPUTF8 (a
+  non-ASCII domain alone goes in A-labels instead, ``envelope_smtputf8``);
 * RFC 3030 §3: BODY=BINARYMIME only with CHUNKING (BDAT) and BINARYMIME;
 * RFC 1870 §6: a message larger than the advertised SIZE is not attempted.
 
@@ -25,6 +26,7 @@ from typing import Literal
 
 from .._errors import ExtensionNotSupportedError, InvalidArgumentError, MessageTooLargeError
 from .capabilities import Capabilities
+from .commands import idna_mailbox, needs_smtputf8
 
 __all__ = (
     "DSN",
@@ -33,6 +35,7 @@ __all__ = (
     "Transfer",
     "TransferPlan",
     "envelope_parameters",
+    "envelope_smtputf8",
     "orcpt_parameter",
     "plan_transfer",
     "xtext",
@@ -108,7 +111,7 @@ def plan_transfer(
     if smtputf8:
         if "SMTPUTF8" not in capabilities:
             raise ExtensionNotSupportedError(
-                "SMTPUTF8", "the message has non-ASCII addresses or header fields"
+                "SMTPUTF8", "a non-ASCII local part or header field needs it"
             )
         parameters.append("SMTPUTF8")
     if binarymime and raw_size is not None:
@@ -119,6 +122,27 @@ def plan_transfer(
             raise MessageTooLargeError(size, limit)
         parameters.append(f"SIZE={size}")
     return TransferPlan(tuple(parameters), bdat, binarymime, check_eight_bit)
+
+
+def envelope_smtputf8(sender: str, recipients: Sequence[str], *, content: bool = False) -> bool:
+    """Whether a message goes with SMTPUTF8, or with its addresses in ASCII.
+
+    Only a non-ASCII local part (or ``content``: UTF-8 header fields) needs
+    SMTPUTF8.  Otherwise every non-ASCII domain goes in A-labels (RFC 5890),
+    which every server understands, whether or not it offers SMTPUTF8; so
+    ``user@bücher.example`` is sent as ``user@xn--bcher-kva.example``.
+
+    :param content: the message's header fields need SMTPUTF8
+    :return: whether SMTPUTF8 is needed (else ``Mail``/``Rcpt`` take ``idna=True``)
+    :raises InvalidArgumentError: a domain to send in A-labels has none (not
+        a valid internationalised domain name)
+    """
+    if content or needs_smtputf8(sender) or any(needs_smtputf8(r) for r in recipients):
+        return True
+    idna_mailbox(sender, role="sender")
+    for recipient in recipients:
+        idna_mailbox(recipient, role="recipient")
+    return False
 
 
 # -- envelope options: DSN (RFC 3461) and REQUIRETLS (RFC 8689) -------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import anyio
 import pytest
 
@@ -13,7 +15,9 @@ from anyio_smtp import (
     SessionClosedError,
     SessionState,
 )
+from anyio_smtp._connect import tls_for_port
 from anyio_smtp._protocol.commands import check_domain
+from anyio_smtp.testing import SMTPTestServer, throwaway_tls
 from tests.client.scripted import PIPELINING_EHLO, Peer, scripted
 
 
@@ -158,3 +162,76 @@ async def test_connect_refused_is_a_connect_error() -> None:
         await anyio_smtp.connect("127.0.0.1", port, timeout=5)
     assert isinstance(caught.value, ConnectionError)
     assert caught.value.is_transient
+
+
+# -- implicit TLS by port (RFC 8314) -----------------------------------------------------
+
+SERVER_TLS, CLIENT_TLS = throwaway_tls("mx.test")
+
+
+@pytest.mark.parametrize(
+    ("port", "tls", "expected"),
+    [
+        (465, None, True),
+        (465, False, False),
+        (465, True, True),
+        (25, None, False),
+        (587, None, False),
+        (2525, None, False),
+        (2465, True, True),
+        (25, False, False),
+    ],
+)
+def test_tls_goes_by_the_port_unless_given(port: int, tls: bool | None, expected: bool) -> None:
+    assert tls_for_port(port, tls) is expected
+
+
+def test_tls_must_be_a_bool_or_none() -> None:
+    with pytest.raises(InvalidArgumentError):
+        anyio_smtp.connect("127.0.0.1", 465, tls="yes")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError):
+        anyio_smtp.connect("127.0.0.1", 465, tls=1)  # type: ignore[arg-type]
+
+
+async def test_tls_unset_on_another_port_is_plain() -> None:
+    async with (
+        SMTPTestServer() as server,
+        anyio_smtp.connect(server.host, server.port, ehlo_domain="client.test") as smtp,
+    ):
+        assert not smtp.tls
+        await smtp.noop()
+
+
+async def test_tls_unset_on_port_465_starts_with_the_handshake() -> None:
+    """``connect(host, 465)`` speaks TLS at once instead of waiting for a greeting."""
+    try:
+        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=465)
+    except OSError as exc:
+        pytest.skip(f"can not listen on 127.0.0.1:465 here: {exc}")
+    async with (
+        listener,
+        SMTPTestServer(tls_context=SERVER_TLS) as server,
+        anyio.create_task_group() as group,
+    ):
+        group.start_soon(listener.serve, server.serve_stream, group)
+        # A short greeting timeout: a client waiting for a plaintext greeting fails fast.
+        async with anyio_smtp.connect(
+            "127.0.0.1", 465, ssl_context=CLIENT_TLS, tls_hostname="mx.test", timeout=10
+        ) as smtp:
+            assert smtp.tls
+            await smtp.send_mail(
+                "a@example.test", ["b@example.test"], b"Subject: 465\r\n\r\nhi\r\n"
+            )
+        # The pool forwards nothing of its own: its factory decides, the same way.
+        factory = functools.partial(
+            anyio_smtp.connect, "127.0.0.1", 465, ssl_context=CLIENT_TLS, tls_hostname="mx.test"
+        )
+        async with anyio_smtp.SMTPPool(factory, max_connections=1) as pool:
+            await pool.send_mail(
+                "a@example.test", ["c@example.test"], b"Subject: pool\r\n\r\nhi\r\n"
+            )
+        # tls=False is plaintext even on port 465: the server waits for a handshake.
+        with pytest.raises(anyio_smtp.SMTPTimeoutError):
+            await anyio_smtp.connect("127.0.0.1", 465, tls=False, timeout=0.5)
+        group.cancel_scope.cancel()
+    assert [m.recipients for m in server.messages] == [("b@example.test",), ("c@example.test",)]

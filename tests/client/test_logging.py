@@ -7,12 +7,15 @@ import hashlib
 import hmac
 import logging
 import traceback
+from collections import defaultdict
 
+import anyio
 import pytest
 
 import anyio_smtp
 from anyio_smtp import AuthenticationError
 from anyio_smtp.auth import CramMD5, Login, Plain
+from anyio_smtp.testing import SMTPTestServer
 from tests.client.scripted import Peer, scripted
 
 CLIENT = "client.test"
@@ -70,8 +73,16 @@ async def serve_auth(peer: Peer, mechanism: str, final: str) -> None:
     await peer.send(final)
 
 
+def text(record: logging.LogRecord) -> str:
+    """A record's message without its session prefix (``[s3] ``)."""
+    prefix = f"[{vars(record)['smtp_session']}] "
+    message = record.getMessage()
+    assert message.startswith(prefix)
+    return message.removeprefix(prefix)
+
+
 def transcript(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [record.getMessage() for record in caplog.records if record.name == "anyio_smtp"]
+    return [text(record) for record in caplog.records if record.name == "anyio_smtp"]
 
 
 def assert_no_secret(caplog: pytest.LogCaptureFixture) -> None:
@@ -188,3 +199,57 @@ def test_mechanism_objects_do_not_show_credentials() -> None:
         for text in (repr(mechanism), str(mechanism)):
             assert PASSWORD not in text
             assert USERNAME not in text
+
+
+async def test_concurrent_sessions_tell_their_records_apart(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="anyio_smtp")
+    clients: list[anyio_smtp.SMTPClient] = []
+    opening = 0
+    both_opening = anyio.Event()
+
+    async def open_session() -> anyio_smtp.SMTPClient:
+        # Two sessions at once: each waits until the other is being opened too.
+        nonlocal opening
+        opening += 1
+        if opening == 2:
+            both_opening.set()
+        await both_opening.wait()
+        client = await anyio_smtp.connect(server.host, server.port, ehlo_domain=CLIENT)
+        clients.append(client)
+        return client
+
+    async with (
+        SMTPTestServer() as server,
+        anyio_smtp.SMTPPool(open_session, max_connections=2) as pool,
+        anyio.create_task_group() as group,
+    ):
+        for recipient in ("one@example.test", "two@example.test"):
+            group.start_soon(pool.send_mail, SENDER, [recipient], MESSAGE)
+
+    ids = [client.session_id for client in clients]
+    assert len(set(ids)) == 2
+    assert all(len(session_id) <= 8 for session_id in ids)
+    by_session: dict[str, list[str]] = defaultdict(list)
+    for record in caplog.records:
+        if record.name == "anyio_smtp":
+            by_session[vars(record)["smtp_session"]].append(text(record))
+    assert sorted(by_session) == sorted(ids)
+    rcpts = {
+        session_id: [line for line in lines if line.startswith("C: RCPT TO:")]
+        for session_id, lines in by_session.items()
+    }
+    assert sorted(rcpts.values()) == [
+        ["C: RCPT TO:<one@example.test>"],
+        ["C: RCPT TO:<two@example.test>"],
+    ]
+    for lines in by_session.values():
+        assert lines[0].startswith("S: 220 mx.test ")
+        assert f"C: EHLO {CLIENT}" in lines
+        assert lines[-1] == "S: 221 2.0.0 Bye"
+    # A formatter can use the identifier as a field of its own.
+    formatter = logging.Formatter("%(smtp_session)s|%(message)s")
+    record = next(r for r in caplog.records if r.name == "anyio_smtp")
+    session_id = vars(record)["smtp_session"]
+    assert formatter.format(record).startswith(f"{session_id}|[{session_id}] ")

@@ -17,7 +17,7 @@ from anyio_smtp import (
     SenderRefusedError,
     SessionState,
 )
-from anyio_smtp.testing import MemoryByteStream
+from anyio_smtp.testing import MemoryByteStream, SMTPTestServer
 from tests.client.scripted import BASIC_EHLO, PIPELINING_EHLO, Peer, scripted
 
 CLIENT = "client.test"
@@ -669,6 +669,43 @@ async def test_non_ascii_address_without_smtputf8_is_refused_before_sending() ->
         assert mark.writes_since == 0
         assert smtp.state is SessionState.READY
         await smtp.send_mail(SENDER, [BOB], MESSAGE)
+
+
+@pytest.mark.parametrize("smtputf8", [False, True], ids=["without-smtputf8", "with-smtputf8"])
+async def test_a_non_ascii_domain_goes_in_a_labels(smtputf8: bool) -> None:
+    """Only a non-ASCII local part needs SMTPUTF8; a domain has its ASCII form."""
+    extensions = ["PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES"]
+    async with (
+        SMTPTestServer(extensions=[*extensions, "SMTPUTF8"] if smtputf8 else extensions) as server,
+        anyio_smtp.connect(server.host, server.port, ehlo_domain=CLIENT) as smtp,
+    ):
+        result = await smtp.send_mail(
+            "me@Bücher.example", ["user@bücher.example", "bob@example.test"], MESSAGE
+        )
+        # The caller's addresses in the outcome; their ASCII form on the wire.
+        assert result.accepted == ("user@bücher.example", "bob@example.test")
+        message = server.messages[-1]
+        assert message.sender == "me@xn--bcher-kva.example"
+        assert message.recipients == ("user@xn--bcher-kva.example", "bob@example.test")
+        assert "SMTPUTF8" not in message.mail_options
+        # No ASCII form: refused before a byte is written, the session stays usable.
+        lines = len(server.client_lines())
+        with pytest.raises(InvalidArgumentError, match="internationalised domain name"):
+            await smtp.send_mail(SENDER, ["user@☃.example"], MESSAGE)
+        if not smtputf8:
+            # A non-ASCII local part still needs SMTPUTF8.
+            with pytest.raises(ExtensionNotSupportedError) as caught:
+                await smtp.send_mail(SENDER, ["jörg@bücher.example"], MESSAGE)
+            assert caught.value.name == "SMTPUTF8"
+        assert len(server.client_lines()) == lines
+        assert smtp.state is SessionState.READY
+        if smtputf8:
+            # With SMTPUTF8 in use anyway, every address goes as it is.
+            await smtp.send_mail("me@bücher.example", ["jörg@bücher.example"], MESSAGE)
+            message = server.messages[-1]
+            assert message.sender == "me@bücher.example"
+            assert message.recipients == ("jörg@bücher.example",)
+            assert "SMTPUTF8" in message.mail_options
 
 
 async def test_size_parameter_declares_the_rfc1870_size() -> None:

@@ -51,11 +51,12 @@ async def send_and_check(postfix: PostfixInstance, smtp: SMTPClient, user: str) 
 
 
 def client_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [
-        record.getMessage()
+    messages = (
+        record.getMessage().removeprefix(f"[{vars(record)['smtp_session']}] ")
         for record in caplog.records
-        if record.name == "anyio_smtp" and record.getMessage().startswith(("C: ", "S: "))
-    ]
+        if record.name == "anyio_smtp"
+    )
+    return [message for message in messages if message.startswith(("C: ", "S: "))]
 
 
 @pytest.mark.parametrize("user", [ALICE, JOSE])

@@ -997,7 +997,10 @@ async def test_no_credential_in_any_log_repr_or_error(scenario: str) -> None:
     with capture_all_logs() as records:
         await SCENARIOS[scenario](seen)
     # The capture works: the library's debug transcript is in it.
-    assert any(r.name == "anyio_smtp" and r.getMessage() == f"C: EHLO {CLIENT}" for r in records)
+    assert any(
+        r.name == "anyio_smtp" and r.getMessage() == f"[{vars(r)['smtp_session']}] C: EHLO {CLIENT}"
+        for r in records
+    )
     assert seen.errors or scenario.startswith("success")
     assert_no_secret((text for r in records for text in record_texts(r)), SECRETS, "a log record")
     for error in seen.errors:

@@ -116,7 +116,11 @@ async def run_session(mode: str, cancel_at: int | None) -> Outcome:
                     except SessionClosedError:
                         refused = True
                 # The session's end is the server's end too: it stops on its own.
-        lines = [r.getMessage() for r in records if r.name == "anyio_smtp"]
+        lines = [
+            r.getMessage().removeprefix(f"[{vars(r)['smtp_session']}] ")
+            for r in records
+            if r.name == "anyio_smtp"
+        ]
     await client_end.aclose()  # a no-op when the client closed it, as it must
     return Outcome(
         calls=len(counting.calls),

@@ -27,8 +27,12 @@ from anyio_smtp._protocol.commands import (
     check_credential,
     check_domain,
     check_esmtp_parameter,
+    check_hostname,
     check_mailbox,
+    idna_mailbox,
+    needs_smtputf8,
 )
+from anyio_smtp._protocol.params import envelope_smtputf8
 
 # -- check_mailbox ---------------------------------------------------------------------
 
@@ -441,6 +445,98 @@ def test_rcpt_bytes() -> None:
         == b"RCPT TO:<b@example.com> NOTIFY=NEVER\r\n"
     )
     assert Rcpt("用户@例子.广告").encode() == "RCPT TO:<用户@例子.广告>\r\n".encode()
+
+
+# -- internationalised domains without SMTPUTF8 (A-labels, RFC 5890) --------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("user@bücher.example", "user@xn--bcher-kva.example"),
+        ("user@Bücher.Example", "user@xn--bcher-kva.example"),
+        # UTS 46: an ideographic full stop separates labels too.
+        ("user@bücher。example", "user@xn--bcher-kva.example"),
+        # IDNA 2008 keeps "ß" (the stdlib's IDNA 2003 codec would give "strasse").
+        ("user@straße.example", "user@xn--strae-oqa.example"),
+        ("a.b+c@mail.例子.测试", "a.b+c@mail.xn--fsqu00a.xn--0zwm56d"),
+        ('"quoted user"@bücher.example', '"quoted user"@xn--bcher-kva.example'),
+        # ASCII addresses are left exactly as they are.
+        ("User@Example.COM", "User@Example.COM"),
+        ("user@my_host.example", "user@my_host.example"),
+        ("user@[192.0.2.1]", "user@[192.0.2.1]"),
+        ("postmaster", "postmaster"),
+        ("", ""),
+    ],
+)
+def test_idna_mailbox_sends_a_labels(address: str, expected: str) -> None:
+    assert idna_mailbox(address, role="recipient") == expected
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "user@☃.example",  # a symbol is no letter of any label (IDNA 2008)
+        "user@-bü.example",
+        "user@bü-.example",
+        "user@a\u200db.example",  # a joiner out of context
+        "user@" + "ü" * 64 + ".example",  # label over 63 octets once encoded
+        "user@[ü]",
+        "jörg@example.com",  # the local part has no ASCII form: SMTPUTF8 only
+    ],
+)
+def test_idna_mailbox_refuses_what_has_no_ascii_form(address: str) -> None:
+    with pytest.raises(InvalidArgumentError) as caught:
+        idna_mailbox(address, role="recipient")
+    assert "recipient" in str(caught.value)
+
+
+def test_host_names_get_the_same_a_labels() -> None:
+    assert check_hostname("mail.bücher.example") == "mail.xn--bcher-kva.example"
+    assert check_hostname("straße.example") == "xn--strae-oqa.example"  # IDNA 2008, not "strasse"
+    assert check_hostname("Mail.Example.COM") == "Mail.Example.COM"
+    with pytest.raises(InvalidArgumentError):
+        check_hostname("☃.example")
+
+
+def test_only_a_non_ascii_local_part_needs_smtputf8() -> None:
+    assert needs_smtputf8("jörg@example.com")
+    assert needs_smtputf8("用户@例子.测试")
+    assert not needs_smtputf8("user@bücher.example")
+    assert not needs_smtputf8("user@example.com")
+    assert not needs_smtputf8("postmaster")
+    assert not needs_smtputf8("")
+
+
+def test_envelope_smtputf8_decides_and_checks_before_any_io() -> None:
+    assert not envelope_smtputf8("me@bücher.example", ["you@bücher.example"])
+    assert not envelope_smtputf8("", ["you@example.com"])
+    assert envelope_smtputf8("me@bücher.example", ["jörg@bücher.example"])
+    assert envelope_smtputf8("jörg@bücher.example", ["you@example.com"])
+    assert envelope_smtputf8("me@example.com", ["you@example.com"], content=True)
+    # A domain that must go in A-labels and has none is refused ...
+    with pytest.raises(InvalidArgumentError, match="recipient"):
+        envelope_smtputf8("me@example.com", ["you@☃.example"])
+    with pytest.raises(InvalidArgumentError, match="sender"):
+        envelope_smtputf8("me@☃.example", ["you@example.com"])
+    # ... but with SMTPUTF8 the server gets it as it is, and judges it.
+    assert envelope_smtputf8("jörg@example.com", ["you@☃.example"])
+
+
+def test_mail_and_rcpt_with_idna_send_a_labels() -> None:
+    mail = Mail("me@bücher.example", ("BODY=8BITMIME",), idna=True)
+    assert mail.encode() == b"MAIL FROM:<me@xn--bcher-kva.example> BODY=8BITMIME\r\n"
+    assert mail.log_line() == "MAIL FROM:<me@xn--bcher-kva.example> BODY=8BITMIME"
+    assert mail.sender == "me@bücher.example"
+    rcpt = Rcpt("user@bücher.example", ("NOTIFY=NEVER",), idna=True)
+    assert rcpt.encode() == b"RCPT TO:<user@xn--bcher-kva.example> NOTIFY=NEVER\r\n"
+    assert rcpt.recipient == "user@bücher.example"
+    assert Rcpt("b@example.com", idna=True).encode() == b"RCPT TO:<b@example.com>\r\n"
+    assert Mail("", idna=True).encode() == b"MAIL FROM:<>\r\n"
+    with pytest.raises(InvalidArgumentError):
+        Rcpt("user@☃.example", idna=True)
+    with pytest.raises(InvalidArgumentError):
+        Mail("jörg@example.com", idna=True)
 
 
 def test_mail_and_rcpt_validate_their_arguments() -> None:

@@ -15,6 +15,7 @@ from anyio_smtp import (
     AuthenticationError,
     ConnectError,
     DataRefusedError,
+    DeliveryUnknownError,
     ExtensionNotSupportedError,
     InsecureAuthError,
     InvalidArgumentError,
@@ -270,9 +271,50 @@ def test_reply_error_text(error: ReplyError, names: tuple[str, ...]) -> None:
 
 def test_recipients_refused_text_agrees_with_the_count() -> None:
     one = str(RecipientsRefusedError({"bob@example.org": Reply(550, ("no",))}))
-    assert re.match(r"the recipient was refused at RCPT TO: ", one)
+    assert (
+        one == "the recipient <bob@example.org> was refused at RCPT TO: the server replied 550 no"
+    )
     two = str(RecipientsRefusedError({"a@x.org": R550, "b@x.org": R550}))
     assert "2 recipients were refused" in two
+
+
+def test_recipients_refused_text_names_each_recipient_with_its_reply() -> None:
+    error = RecipientsRefusedError(
+        {
+            "a@x.org": Reply(550, ("5.1.1 no such user",), "5.1.1"),
+            "b@x.org": Reply(450, ("4.2.1 mailbox busy", "4.2.1 try later"), "4.2.1"),
+        }
+    )
+    assert str(error) == (
+        "all 2 recipients were refused at RCPT TO: "
+        "<a@x.org> 550 5.1.1 no such user; <b@x.org> 450 4.2.1 mailbox busy 4.2.1 try later"
+    )
+    assert error.reply is error.rejected["a@x.org"]
+
+
+def test_recipients_refused_text_is_bounded() -> None:
+    many = {f"user{i}@x.org": Reply(550, ("no such user " + "x" * 500,)) for i in range(1000)}
+    text = str(RecipientsRefusedError(many))
+    _reads_as_a_sentence(text)
+    assert text.startswith("all 1000 recipients were refused at RCPT TO: <user0@x.org> 550 ")
+    assert "<user4@x.org>" in text
+    assert "<user5@x.org>" not in text
+    assert text.endswith("; and 995 more")
+    assert len(text) < 1000
+    assert len(RecipientsRefusedError(many).rejected) == 1000
+
+
+def test_delivery_unknown_text_names_the_recipients() -> None:
+    cause = ServerDisconnectedError("the server closed the connection")
+    error = DeliveryUnknownError(("a@x.org", "b@x.org"), cause)
+    text = str(error)
+    _reads_as_a_sentence(text)
+    assert "may or may not have been delivered to <a@x.org>, <b@x.org>" in text
+    assert "the server closed the connection" in text
+    many = DeliveryUnknownError(tuple(f"u{i}@x.org" for i in range(40)), cause)
+    assert "<u4@x.org>, and 35 more" in str(many)
+    assert "<u5@x.org>" not in str(many)
+    assert many.recipients == tuple(f"u{i}@x.org" for i in range(40))
 
 
 def test_authentication_error_detail() -> None:

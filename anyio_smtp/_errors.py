@@ -64,23 +64,39 @@ class SMTPError(Exception):
 # -- the server refused something ------------------------------------------------------
 
 
+def refused_for_sequence(reply: Reply) -> bool:
+    """Whether a refusal is about how or when the client sent, not about the message.
+
+    ``503`` (bad sequence of commands, RFC 5321 §4.2.4), and replies that
+    complain of pipelining or of lost synchronisation (Postfix: "Improper use
+    of SMTP command pipelining", "SMTP protocol synchronization").
+    """
+    if reply.code == 503:
+        return True
+    if not reply.is_permanent and not reply.is_transient:
+        return False
+    text = reply.message.lower()
+    return "pipelining" in text or "synchroni" in text
+
+
 def _transient(reply: Reply) -> bool:
-    # 503 (bad sequence of commands, RFC 5321 §4.2.4) is about how and when the
-    # client sent, never about the message: a new session may well succeed.
-    return reply.is_transient or reply.code == 503
+    # A refusal of how the client sent says nothing about the message: a new
+    # session may well succeed.
+    return reply.is_transient or refused_for_sequence(reply)
 
 
 def _permanent(reply: Reply) -> bool:
-    return reply.is_permanent and reply.code != 503
+    return reply.is_permanent and not refused_for_sequence(reply)
 
 
 class ReplyError(SMTPError):
     """The server answered a command with a reply that refuses it.
 
     ``is_transient`` follows the reply's class (4xx), ``is_permanent`` too
-    (5xx), with one exception: ``503`` (bad sequence of commands) says how the
-    client sent, not what the server thinks of the message, so it counts as
-    transient and never as permanent.
+    (5xx), with one exception, :attr:`is_sequence_error`: a refusal of how or
+    when the client sent (``503`` bad sequence of commands, a complaint about
+    pipelining) is no verdict on the message, so it counts as transient and
+    never as permanent.
 
     :ivar reply: the server's :class:`~anyio_smtp.Reply`
     :ivar command: the command that got it (``"MAIL FROM"``, ``"AUTH PLAIN"``,
@@ -100,6 +116,11 @@ class ReplyError(SMTPError):
     @property
     def is_permanent(self) -> bool:
         return _permanent(self.reply)
+
+    @property
+    def is_sequence_error(self) -> bool:
+        """True when the server refused how or when the command was sent, not what it said."""
+        return refused_for_sequence(self.reply)
 
     @property
     def enhanced(self) -> EnhancedStatus | None:
@@ -171,6 +192,10 @@ class RecipientsRefusedError(ReplyError):
     @property
     def is_permanent(self) -> bool:
         return all(_permanent(reply) for reply in self.rejected.values())
+
+    @property
+    def is_sequence_error(self) -> bool:
+        return all(refused_for_sequence(reply) for reply in self.rejected.values())
 
 
 class DataRefusedError(ReplyError):

@@ -89,13 +89,12 @@ def retryable(error: SMTPError) -> bool:
     """Whether a message that got ``error`` may be sent again on another session.
 
     A refused certificate is no passing fault: trying again can not help.  A
-    message refused with ``503`` (bad sequence of commands) was refused for how
-    the session sent it, not for what it is, so it may go again too.
+    message refused for how the session sent it (``503`` bad sequence of
+    commands, a complaint about pipelining) was refused for no fault of its
+    own, so it may go again too.
     """
-    if isinstance(error, RecipientsRefusedError):
-        return all(reply.code == 503 for reply in error.rejected.values())
-    if isinstance(error, (SenderRefusedError, DataRefusedError)):
-        return error.reply.code == 503
+    if isinstance(error, (SenderRefusedError, RecipientsRefusedError, DataRefusedError)):
+        return error.is_sequence_error
     return isinstance(error, _RETRYABLE) and not isinstance(error, TLSCertificateError)
 
 

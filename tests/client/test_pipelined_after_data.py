@@ -198,3 +198,37 @@ async def test_a_503_in_lock_step_is_reported_as_not_permanent() -> None:
             result = await smtp.send_mail(SENDER, [RCPT], message(1))
             assert isinstance(result, SendResult)
         assert delivered(server) == [1]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "503 5.5.0 <a@x.test>: Sender address rejected: Improper use of SMTP command pipelining",
+        "554 5.5.0 Error: SMTP protocol synchronization",
+        "550 5.5.0 pipelining not allowed",
+    ],
+)
+def test_complaints_about_pipelining_are_sequence_errors(text: str) -> None:
+    code, _, rest = text.partition(" ")
+    error = SenderRefusedError(SENDER, Reply(int(code), (rest,)))
+    assert error.is_sequence_error
+    assert not error.is_permanent
+    assert retryable(error)
+
+
+def test_other_refusals_are_not_sequence_errors() -> None:
+    for code, text in [(550, "5.1.1 no such user"), (554, "5.7.1 spam"), (452, "4.5.3 later")]:
+        error = RecipientsRefusedError({RCPT: Reply(code, (text,))})
+        assert not error.is_sequence_error
+    assert RecipientsRefusedError({RCPT: Reply(550, ("5.1.1 no",))}).is_permanent
+
+
+async def test_the_switch_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="anyio_smtp")
+    async with strict_server() as server:
+        async with await anyio_smtp.connect(server.host, server.port) as smtp:
+            batch = [(SENDER, [RCPT], message(i)) for i in range(4)]
+            assert all([isinstance(outcome, SendResult) async for outcome in smtp.send_many(batch)])
+    notes = [r for r in caplog.records if "pipelined after the end" in r.getMessage()]
+    assert len(notes) == 1
+    assert notes[0].levelname == "INFO"

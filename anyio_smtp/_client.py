@@ -53,15 +53,14 @@ from ._protocol.params import DSN, Recipient, Transfer
 from ._protocol.replies import Reply
 from ._protocol.state import Event, SessionState
 from ._result import SendResult, queue_id_of
-from ._source import MessageSource
 from ._transaction import (
-    BatchItem,
     Options,
     Submission,
     mail_submission,
     message_submission,
 )
 from ._transport import Transport
+from ._types import BatchItem, MessageBody, Recipients
 from .audit import (
     AuditHook,
     Authenticated,
@@ -347,8 +346,8 @@ class SMTPClient:
     async def send_mail(
         self,
         sender: str,
-        recipients: str | Recipient | Iterable[str | Recipient],
-        message: MessageSource,
+        recipients: Recipients,
+        message: MessageBody,
         *,
         size: int | None = None,
         transfer: Transfer = "auto",

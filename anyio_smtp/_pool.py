@@ -65,8 +65,8 @@ from ._errors import (
 )
 from ._protocol.params import DSN, Recipient, Transfer
 from ._result import SendResult
-from ._source import MessageSource
-from ._transaction import BatchItem, Options
+from ._transaction import Options, check_mail
+from ._types import BatchItem, MessageBody, Recipients, is_email_message
 
 __all__ = ("SMTPPool", "retryable")
 
@@ -95,10 +95,10 @@ Factory = Callable[[], Awaitable[SMTPClient]]
 
 def _resendable(item: object) -> bool:
     """Whether a message can be sent a second time (its content is in memory)."""
-    if isinstance(item, Message):
+    if is_email_message(item):
         return True
     if isinstance(item, tuple) and len(item) == 3:
-        return isinstance(item[2], (bytes, bytearray, memoryview, str))
+        return isinstance(item[2], (bytes, bytearray, memoryview, str)) or is_email_message(item[2])
     return False
 
 
@@ -270,8 +270,8 @@ class SMTPPool:
     async def send_mail(
         self,
         sender: str,
-        recipients: str | Recipient | Iterable[str | Recipient],
-        message: MessageSource,
+        recipients: Recipients,
+        message: MessageBody,
         *,
         size: int | None = None,
         transfer: Transfer = "auto",
@@ -285,7 +285,9 @@ class SMTPPool:
         could not be opened) is retried on a new session (``retries`` times);
         everything else is raised, ``DeliveryUnknownError`` included.
         """
-        Options(transfer, dsn, require_tls)  # refuse bad options before any I/O
+        # Refuse bad options and arguments before any I/O, a new session included.
+        Options(transfer, dsn, require_tls)
+        check_mail(sender, recipients, message)
         resendable = _resendable((sender, recipients, message))
 
         async def send(client: SMTPClient) -> SendResult:

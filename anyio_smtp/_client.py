@@ -52,7 +52,7 @@ from ._protocol.commands import (
 from ._protocol.params import DSN, Recipient, Transfer
 from ._protocol.replies import Reply
 from ._protocol.state import Event, SessionState
-from ._result import SendResult, queue_id_of
+from ._result import Outcome, SendBatch, SendResult, queue_id_of, with_index
 from ._transaction import (
     Options,
     Submission,
@@ -436,7 +436,7 @@ class SMTPClient:
         transfer: Transfer = "auto",
         dsn: DSN | None = None,
         require_tls: bool = False,
-    ) -> AsyncGenerator[SendResult | SMTPError, None]:
+    ) -> SendBatch:
         """Send a batch of messages, as fast as the server allows.
 
         ``messages`` (an iterable or async iterable, read as the batch goes)
@@ -448,19 +448,23 @@ class SMTPClient:
 
         Yields one outcome per message, in order: a :class:`SendResult`, or the
         :class:`SMTPError` that message got (returned, not raised: a refused
-        message does not stop the batch).  A failure of the session itself
-        raises, after the messages in flight were given outcomes
+        message, or a malformed item, does not stop the batch).  Each outcome's
+        ``index`` is its message's position in ``messages``.  A failure of the
+        session itself raises, after the messages in flight were given outcomes
         (``DeliveryUnknownError`` for one whose data was fully sent).
 
         The batch holds the session until it ends: other tasks' calls wait,
         and a call from inside the loop raises ``LocalProtocolError``.  To
         leave the loop early, iterate inside ``contextlib.aclosing`` (trio
         warns otherwise): leaving closes the session if a message is still in
-        flight::
+        flight, and the outcomes the loop did not read are then in the
+        batch's :attr:`~SendBatch.unread`::
 
             async with aclosing(smtp.send_many(messages)) as outcomes:
                 async for outcome in outcomes:
                     ...
+            for outcome in outcomes.unread:
+                ...
 
         :param max_in_flight: most messages started and not yet answered;
             1 turns off pipelining across messages
@@ -476,26 +480,37 @@ class SMTPClient:
             or max_in_flight < 1
         ):
             raise InvalidArgumentError("max_in_flight must be a positive int")
-        return self._send_many(messages, max_in_flight, Options(transfer, dsn, require_tls))
+        unread: list[Outcome] = []
+        options = Options(transfer, dsn, require_tls)
+        return SendBatch(self._send_many(messages, max_in_flight, options, unread), unread)
 
     async def _send_many(
         self,
         messages: Iterable[BatchItem] | AsyncIterable[BatchItem],
         max_in_flight: int,
         options: Options,
-    ) -> AsyncGenerator[SendResult | SMTPError, None]:
+        unread: list[Outcome],
+    ) -> AsyncGenerator[Outcome, None]:
         async with self._exclusive():
             self._session.check(Event.MAIL)
             engine = Engine(self._channel, max_in_flight=max_in_flight)
             finished = False
+            index = 0
             self._batch_task = anyio.get_current_task().id
             try:
                 async with aclosing(engine.run(Source(messages, options))) as outcomes:
                     async for outcome in outcomes:
+                        outcome = with_index(outcome, index)
+                        index += 1
                         yield outcome
                 finished = True
             finally:
                 self._batch_task = None
+                if not finished:
+                    # Left early: the outcomes decided but not read.
+                    for outcome in engine.unread():
+                        unread.append(with_index(outcome, index))
+                        index += 1
                 if not finished and not self.closed and engine.in_transaction:
                     # The caller left with a message half sent: the only safe
                     # way out of a data phase is to drop the connection.

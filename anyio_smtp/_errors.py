@@ -51,7 +51,10 @@ class SMTPError(Exception):
     """The root of every error raised by anyio_smtp.
 
     :ivar index: for an outcome of ``send_many``, the position of its message
-        in the input (0 for the first); ``None`` for an error raised by a call
+        in the input (0 for the first); ``None`` for an error raised by a call,
+        unless it is also the outcome of a message (a session failure that
+        ``send_many`` raises after giving it as the outcome of a message in
+        flight keeps that message's index)
     """
 
     index: int | None = None

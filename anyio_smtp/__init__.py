@@ -40,6 +40,7 @@ from ._protocol.capabilities import Capabilities
 from ._protocol.params import DSN, Recipient
 from ._protocol.replies import EnhancedStatus, Reply
 from ._protocol.state import SessionState
+from ._result import SendBatch
 from ._timeouts import DEFAULT_TIMEOUT, Timeouts
 from ._types import BatchItem, MessageBody
 
@@ -73,6 +74,7 @@ __all__ = (
     "SMTPError",
     "SMTPPool",
     "SMTPTimeoutError",
+    "SendBatch",
     "SendResult",
     "SenderRefusedError",
     "ServerDisconnectedError",

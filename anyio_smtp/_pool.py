@@ -93,6 +93,23 @@ def retryable(error: SMTPError) -> bool:
 Factory = Callable[[], Awaitable[SMTPClient]]
 
 
+def _only(group: BaseExceptionGroup[BaseException], exc: BaseException) -> bool:
+    """Whether ``group`` holds ``exc`` and, besides it, only cancellations."""
+    cancelled = anyio.get_cancelled_exc_class()
+    found = False
+
+    def walk(node: BaseException) -> bool:
+        nonlocal found
+        if node is exc:
+            found = True
+            return True
+        if isinstance(node, BaseExceptionGroup):
+            return all(walk(inner) for inner in node.exceptions)
+        return isinstance(node, cancelled)
+
+    return walk(group) and found and not isinstance(exc, cancelled)
+
+
 def _resendable(item: object) -> bool:
     """Whether a message can be sent a second time (its content is in memory)."""
     if is_email_message(item):
@@ -208,7 +225,16 @@ class SMTPPool:
         try:
             if group is not None:
                 group.cancel_scope.cancel()
-                return await group.__aexit__(exc_type, exc, traceback)
+                try:
+                    return await group.__aexit__(exc_type, exc, traceback)
+                except BaseExceptionGroup as raised:
+                    # The pool's own tasks ended by cancellation: what the
+                    # caller's code raised comes out as it was raised, not
+                    # wrapped in a group.  A real failure of a pool task as
+                    # well keeps the group, so that neither is lost.
+                    if exc is not None and _only(raised, exc):
+                        return False
+                    raise
             return None
         finally:
             await self.aclose()

@@ -357,10 +357,14 @@ class SMTPClient:
         """Send one message.
 
         ``message`` is the whole message (header fields and body): ``bytes``, a
-        ``str`` (sent as UTF-8), or, streamed in bounded memory, an iterable or
-        async iterable of ``bytes``, a binary file object or an anyio
-        ``ByteReceiveStream``.  Line endings are normalised to CRLF and lines
-        starting with ``.`` are dot-stuffed.  ``BODY=8BITMIME``, ``SMTPUTF8``
+        ``str`` (sent as UTF-8), an :class:`email.message.Message` (serialised
+        as :meth:`send_message` does, Bcc removed, with this envelope), or,
+        streamed in bounded memory, an iterable or async iterable of ``bytes``,
+        a binary file object or an anyio ``ByteReceiveStream``
+        (:data:`anyio_smtp.MessageBody`).  Anything else is refused with
+        ``InvalidMessageError`` before any I/O.  Line endings are normalised
+        to CRLF and lines starting with ``.`` are dot-stuffed.
+        ``BODY=8BITMIME``, ``SMTPUTF8``
         and ``SIZE=`` are added when needed and advertised.  With PIPELINING,
         MAIL, every RCPT and DATA go in one write.
 
@@ -383,6 +387,7 @@ class SMTPClient:
             but not offered
         :raises MessageTooLargeError: larger than the server's SIZE limit
         :raises InvalidArgumentError: an address or the message can not be sent
+            (``InvalidMessageError``: ``message`` is not a kind of message)
         :raises DeliveryUnknownError: the connection failed after the whole
             message was sent, before the server's verdict (session closed)
         :raises ServiceUnavailableError: the server said 421 (session closed)

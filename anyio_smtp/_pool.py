@@ -313,7 +313,7 @@ class SMTPPool:
         """
         # Refuse bad options and arguments before any I/O, a new session included.
         Options(transfer, dsn, require_tls)
-        check_mail(sender, recipients, message)
+        recipients = check_mail(sender, recipients, message)
         resendable = _resendable((sender, recipients, message))
 
         async def send(client: SMTPClient) -> SendResult:

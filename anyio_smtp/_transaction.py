@@ -218,15 +218,17 @@ def mail_submission(
     )
 
 
-def check_mail(sender: str, recipients: Recipients, message: MessageBody) -> None:
+def check_mail(sender: str, recipients: Recipients, message: MessageBody) -> list[str | Recipient]:
     """Refuse bad ``send_mail`` arguments without reading or encoding the message.
 
+    :return: the recipients, read once (they may come from an iterator)
     :raises InvalidArgumentError: as :func:`mail_submission` would
     """
-    recipient_list(recipients)
+    addresses, options = recipient_list(recipients)
     check_mailbox(sender, role="sender", allow_null=True)
     if not (isinstance(message, (bytes, bytearray, memoryview, str)) or is_email_message(message)):
         check_streamed(message)
+    return [options.get(address, address) for address in addresses]
 
 
 def item_submission(item: object, options: Options) -> Submission | SMTPError:

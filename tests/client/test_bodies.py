@@ -242,3 +242,11 @@ async def test_a_batch_of_email_message_bodies_and_five_good_items() -> None:
         assert not smtp.closed
     assert all(isinstance(outcome, SendResult) for outcome in outcomes)
     assert subjects(server) == [f"body {i}" for i in range(5)]
+
+
+async def test_pool_send_mail_reads_an_iterator_of_recipients_once() -> None:
+    async with SMTPTestServer() as server, SMTPPool(factory(server)) as pool:
+        recipients = iter([RCPT, "other@example.test", RCPT])
+        await pool.send_mail(SENDER, recipients, raw("iterated"))
+    (received,) = server.messages
+    assert received.recipients == (RCPT, "other@example.test")

@@ -124,8 +124,14 @@ class SendBatch(AsyncGenerator[Outcome, None]):
         /,
     ) -> Outcome:
         if isinstance(typ, BaseException):
-            return await self._generator.athrow(typ)
-        return await self._generator.athrow(typ, val, tb)
+            exc = typ
+        elif isinstance(val, BaseException):
+            exc = val
+        else:
+            exc = typ() if val is None else typ(val)
+        if tb is not None:
+            exc = exc.with_traceback(tb)
+        return await self._generator.athrow(exc)
 
     async def aclose(self) -> None:
         await self._generator.aclose()

@@ -9,6 +9,7 @@ SMTPPool(...)`` come out as they were raised.
 
 from __future__ import annotations
 
+import collections.abc
 import functools
 import gc
 from contextlib import aclosing
@@ -265,3 +266,19 @@ async def test_a_failing_pool_task_is_not_lost_when_the_callers_code_fails_too()
             await run(server)
     leaves = raised.value.exceptions
     assert {type(leaf) for leaf in leaves} == {ValueError, RuntimeError}
+
+
+async def test_a_batch_is_an_async_generator() -> None:
+    async with SMTPTestServer() as server, await connect(server) as smtp:
+        batch = smtp.send_many([item(0), item(1)])
+        assert isinstance(batch, collections.abc.AsyncGenerator)
+        first = await batch.asend(None)
+        assert isinstance(first, SendResult)
+        with pytest.raises(KeyError):
+            await batch.athrow(KeyError("from the caller"))
+        with pytest.raises(StopAsyncIteration):
+            await batch.__anext__()
+        await batch.aclose()
+    # The exception ended the batch: the second message's outcome was kept.
+    assert [outcome.index for outcome in batch.unread] == [1]
+    check_accounted(server, [first], batch)

@@ -18,6 +18,7 @@ from ._errors import (
     ExtensionNotSupportedError,
     InsecureAuthError,
     InvalidArgumentError,
+    InvalidMessageError,
     LocalProtocolError,
     MessageTooLargeError,
     ProtocolError,
@@ -39,7 +40,9 @@ from ._protocol.capabilities import Capabilities
 from ._protocol.params import DSN, Recipient
 from ._protocol.replies import EnhancedStatus, Reply
 from ._protocol.state import SessionState
+from ._result import SendBatch
 from ._timeouts import DEFAULT_TIMEOUT, Timeouts
+from ._types import BatchItem, MessageBody
 
 __version__ = "0.1.0.dev0"
 
@@ -48,6 +51,7 @@ __all__ = (
     "DSN",
     "QUIT_TIMEOUT",
     "AuthenticationError",
+    "BatchItem",
     "Capabilities",
     "ConnectError",
     "DataRefusedError",
@@ -56,7 +60,9 @@ __all__ = (
     "ExtensionNotSupportedError",
     "InsecureAuthError",
     "InvalidArgumentError",
+    "InvalidMessageError",
     "LocalProtocolError",
+    "MessageBody",
     "MessageTooLargeError",
     "ProtocolError",
     "Recipient",
@@ -68,6 +74,7 @@ __all__ = (
     "SMTPError",
     "SMTPPool",
     "SMTPTimeoutError",
+    "SendBatch",
     "SendResult",
     "SenderRefusedError",
     "ServerDisconnectedError",

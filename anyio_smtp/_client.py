@@ -52,16 +52,15 @@ from ._protocol.commands import (
 from ._protocol.params import DSN, Recipient, Transfer
 from ._protocol.replies import Reply
 from ._protocol.state import Event, SessionState
-from ._result import SendResult, queue_id_of
-from ._source import MessageSource
+from ._result import Outcome, SendBatch, SendResult, queue_id_of, with_index
 from ._transaction import (
-    BatchItem,
     Options,
     Submission,
     mail_submission,
     message_submission,
 )
 from ._transport import Transport
+from ._types import BatchItem, MessageBody, Recipients
 from .audit import (
     AuditHook,
     Authenticated,
@@ -356,8 +355,8 @@ class SMTPClient:
     async def send_mail(
         self,
         sender: str,
-        recipients: str | Recipient | Iterable[str | Recipient],
-        message: MessageSource,
+        recipients: Recipients,
+        message: MessageBody,
         *,
         size: int | None = None,
         transfer: Transfer = "auto",
@@ -367,10 +366,14 @@ class SMTPClient:
         """Send one message.
 
         ``message`` is the whole message (header fields and body): ``bytes``, a
-        ``str`` (sent as UTF-8), or, streamed in bounded memory, an iterable or
-        async iterable of ``bytes``, a binary file object or an anyio
-        ``ByteReceiveStream``.  Line endings are normalised to CRLF and lines
-        starting with ``.`` are dot-stuffed.  ``BODY=8BITMIME``, ``SMTPUTF8``
+        ``str`` (sent as UTF-8), an :class:`email.message.Message` (serialised
+        as :meth:`send_message` does, Bcc removed, with this envelope), or,
+        streamed in bounded memory, an iterable or async iterable of ``bytes``,
+        a binary file object or an anyio ``ByteReceiveStream``
+        (:data:`anyio_smtp.MessageBody`).  Anything else is refused with
+        ``InvalidMessageError`` before any I/O.  Line endings are normalised
+        to CRLF and lines starting with ``.`` are dot-stuffed.
+        ``BODY=8BITMIME``, ``SMTPUTF8``
         and ``SIZE=`` are added when needed and advertised.  With PIPELINING,
         MAIL, every RCPT and DATA go in one write.
 
@@ -393,6 +396,7 @@ class SMTPClient:
             but not offered
         :raises MessageTooLargeError: larger than the server's SIZE limit
         :raises InvalidArgumentError: an address or the message can not be sent
+            (``InvalidMessageError``: ``message`` is not a kind of message)
         :raises DeliveryUnknownError: the connection failed after the whole
             message was sent, before the server's verdict (session closed)
         :raises ServiceUnavailableError: the server said 421 (session closed)
@@ -446,7 +450,7 @@ class SMTPClient:
         transfer: Transfer = "auto",
         dsn: DSN | None = None,
         require_tls: bool = False,
-    ) -> AsyncGenerator[SendResult | SMTPError, None]:
+    ) -> SendBatch:
         """Send a batch of messages, as fast as the server allows.
 
         ``messages`` (an iterable or async iterable, read as the batch goes)
@@ -458,19 +462,23 @@ class SMTPClient:
 
         Yields one outcome per message, in order: a :class:`SendResult`, or the
         :class:`SMTPError` that message got (returned, not raised: a refused
-        message does not stop the batch).  A failure of the session itself
-        raises, after the messages in flight were given outcomes
+        message, or a malformed item, does not stop the batch).  Each outcome's
+        ``index`` is its message's position in ``messages``.  A failure of the
+        session itself raises, after the messages in flight were given outcomes
         (``DeliveryUnknownError`` for one whose data was fully sent).
 
         The batch holds the session until it ends: other tasks' calls wait,
         and a call from inside the loop raises ``LocalProtocolError``.  To
         leave the loop early, iterate inside ``contextlib.aclosing`` (trio
         warns otherwise): leaving closes the session if a message is still in
-        flight::
+        flight, and the outcomes the loop did not read are then in the
+        batch's :attr:`~SendBatch.unread`::
 
             async with aclosing(smtp.send_many(messages)) as outcomes:
                 async for outcome in outcomes:
                     ...
+            for outcome in outcomes.unread:
+                ...
 
         :param max_in_flight: most messages started and not yet answered;
             1 turns off pipelining across messages
@@ -486,26 +494,37 @@ class SMTPClient:
             or max_in_flight < 1
         ):
             raise InvalidArgumentError("max_in_flight must be a positive int")
-        return self._send_many(messages, max_in_flight, Options(transfer, dsn, require_tls))
+        unread: list[Outcome] = []
+        options = Options(transfer, dsn, require_tls)
+        return SendBatch(self._send_many(messages, max_in_flight, options, unread), unread)
 
     async def _send_many(
         self,
         messages: Iterable[BatchItem] | AsyncIterable[BatchItem],
         max_in_flight: int,
         options: Options,
-    ) -> AsyncGenerator[SendResult | SMTPError, None]:
+        unread: list[Outcome],
+    ) -> AsyncGenerator[Outcome, None]:
         async with self._exclusive():
             self._session.check(Event.MAIL)
             engine = Engine(self._channel, max_in_flight=max_in_flight)
             finished = False
+            index = 0
             self._batch_task = anyio.get_current_task().id
             try:
                 async with aclosing(engine.run(Source(messages, options))) as outcomes:
                     async for outcome in outcomes:
+                        outcome = with_index(outcome, index)
+                        index += 1
                         yield outcome
                 finished = True
             finally:
                 self._batch_task = None
+                if not finished:
+                    # Left early: the outcomes decided but not read.
+                    for outcome in engine.unread():
+                        unread.append(with_index(outcome, index))
+                        index += 1
                 if not finished and not self.closed and engine.in_transaction:
                     # The caller left with a message half sent: the only safe
                     # way out of a data phase is to drop the connection.

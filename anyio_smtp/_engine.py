@@ -200,6 +200,10 @@ class Engine:
         """Whether a message is half way (replies owed, or a data phase open)."""
         return bool(self._session.pending) or self._session.state is not SessionState.READY
 
+    def unread(self) -> list[Outcome]:
+        """After a run was left early: the outcomes it decided but did not yield, in order."""
+        return list(self._pipeline.take_outcomes())
+
     # -- whole runs --------------------------------------------------------------------
 
     async def send_one(self, submission: Submission) -> Outcome:

@@ -29,6 +29,7 @@ __all__ = (
     "ExtensionNotSupportedError",
     "InsecureAuthError",
     "InvalidArgumentError",
+    "InvalidMessageError",
     "LocalProtocolError",
     "MessageTooLargeError",
     "ProtocolError",
@@ -48,7 +49,16 @@ __all__ = (
 
 
 class SMTPError(Exception):
-    """The root of every error raised by anyio_smtp."""
+    """The root of every error raised by anyio_smtp.
+
+    :ivar index: for an outcome of ``send_many``, the position of its message
+        in the input (0 for the first); ``None`` for an error raised by a call,
+        unless it is also the outcome of a message (a session failure that
+        ``send_many`` raises after giving it as the outcome of a message in
+        flight keeps that message's index)
+    """
+
+    index: int | None = None
 
     @property
     def is_transient(self) -> bool:
@@ -243,6 +253,15 @@ class ServiceUnavailableError(ReplyError, ConnectionError):
 class InvalidArgumentError(SMTPError, ValueError):
     """An argument can not be sent safely or correctly; nothing was written.
 
+    Raised before any I/O; the session is unaffected.
+    """
+
+
+class InvalidMessageError(InvalidArgumentError):
+    """The message is not something this client can send as message content.
+
+    Supported: ``bytes``-like objects, ``str``, an ``email.message.Message``, an
+    iterable or async iterable of ``bytes``, a binary file, an anyio byte stream.
     Raised before any I/O; the session is unaffected.
     """
 

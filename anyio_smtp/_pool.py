@@ -35,8 +35,8 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import (
+    AsyncGenerator,
     AsyncIterable,
-    AsyncIterator,
     Awaitable,
     Callable,
     Iterable,
@@ -67,9 +67,9 @@ from ._errors import (
     TLSError,
 )
 from ._protocol.params import DSN, Recipient, Transfer
-from ._result import SendResult
-from ._source import MessageSource
-from ._transaction import BatchItem, Options
+from ._result import Outcome, SendBatch, SendResult, with_index
+from ._transaction import Options, check_mail
+from ._types import BatchItem, MessageBody, Recipients, is_email_message
 
 __all__ = ("SMTPPool", "retryable")
 
@@ -101,12 +101,29 @@ def retryable(error: SMTPError) -> bool:
 Factory = Callable[[], Awaitable[SMTPClient]]
 
 
+def _only(group: BaseExceptionGroup[BaseException], exc: BaseException) -> bool:
+    """Whether ``group`` holds ``exc`` and, besides it, only cancellations."""
+    cancelled = anyio.get_cancelled_exc_class()
+    found = False
+
+    def walk(node: BaseException) -> bool:
+        nonlocal found
+        if node is exc:
+            found = True
+            return True
+        if isinstance(node, BaseExceptionGroup):
+            return all(walk(inner) for inner in node.exceptions)
+        return isinstance(node, cancelled)
+
+    return walk(group) and found and not isinstance(exc, cancelled)
+
+
 def _resendable(item: object) -> bool:
     """Whether a message can be sent a second time (its content is in memory)."""
-    if isinstance(item, Message):
+    if is_email_message(item):
         return True
     if isinstance(item, tuple) and len(item) == 3:
-        return isinstance(item[2], (bytes, bytearray, memoryview, str))
+        return isinstance(item[2], (bytes, bytearray, memoryview, str)) or is_email_message(item[2])
     return False
 
 
@@ -216,7 +233,16 @@ class SMTPPool:
         try:
             if group is not None:
                 group.cancel_scope.cancel()
-                return await group.__aexit__(exc_type, exc, traceback)
+                try:
+                    return await group.__aexit__(exc_type, exc, traceback)
+                except BaseExceptionGroup as raised:
+                    # The pool's own tasks ended by cancellation: what the
+                    # caller's code raised comes out as it was raised, not
+                    # wrapped in a group.  A real failure of a pool task as
+                    # well keeps the group, so that neither is lost.
+                    if exc is not None and _only(raised, exc):
+                        return False
+                    raise
             return None
         finally:
             await self.aclose()
@@ -278,8 +304,8 @@ class SMTPPool:
     async def send_mail(
         self,
         sender: str,
-        recipients: str | Recipient | Iterable[str | Recipient],
-        message: MessageSource,
+        recipients: Recipients,
+        message: MessageBody,
         *,
         size: int | None = None,
         transfer: Transfer = "auto",
@@ -293,7 +319,9 @@ class SMTPPool:
         could not be opened) is retried on a new session (``retries`` times);
         everything else is raised, ``DeliveryUnknownError`` included.
         """
-        Options(transfer, dsn, require_tls)  # refuse bad options before any I/O
+        # Refuse bad options and arguments before any I/O, a new session included.
+        Options(transfer, dsn, require_tls)
+        recipients = check_mail(sender, recipients, message)
         resendable = _resendable((sender, recipients, message))
 
         async def send(client: SMTPClient) -> SendResult:
@@ -358,7 +386,7 @@ class SMTPPool:
 
     # -- many messages -----------------------------------------------------------------
 
-    async def send_many(
+    def send_many(
         self,
         messages: Iterable[BatchItem] | AsyncIterable[BatchItem],
         *,
@@ -366,13 +394,19 @@ class SMTPPool:
         transfer: Transfer = "auto",
         dsn: DSN | None = None,
         require_tls: bool = False,
-    ) -> AsyncIterator[SendResult | SMTPError]:
+    ) -> SendBatch:
         """Send a batch over up to ``max_connections`` sessions at once.
 
         Outcomes come in input order, one per message, as for
-        :meth:`SMTPClient.send_many`; a message that certainly was not
-        delivered because its session failed is sent again on another one
-        (``retries`` times).  Needs ``async with pool:``.
+        :meth:`SMTPClient.send_many`, each with its message's ``index``; a
+        message that certainly was not delivered because its session failed
+        is sent again on another one (``retries`` times).  Needs ``async with
+        pool:``.
+
+        Leaving the loop early (inside ``contextlib.aclosing``) stops the
+        batch: sessions in the middle of a message are closed, and the
+        outcomes not read, of every message that went to a session, are in
+        the batch's :attr:`~SendBatch.unread` once the loop is left.
 
         :param max_in_flight: messages in flight per session
         :param transfer: as for :meth:`SMTPClient.send_many`
@@ -389,18 +423,33 @@ class SMTPPool:
         ):
             raise InvalidArgumentError("max_in_flight must be a positive int")
         Options(transfer, dsn, require_tls)
-        batch = _Batch(
-            self,
-            messages,
-            max_in_flight=max_in_flight,
-            options={"transfer": transfer, "dsn": dsn, "require_tls": require_tls},
+        options = {"transfer": transfer, "dsn": dsn, "require_tls": require_tls}
+        unread: list[Outcome] = []
+        return SendBatch(
+            self._send_many(self._group, messages, max_in_flight, options, unread), unread
         )
-        self._group.start_soon(batch.run)
+
+    async def _send_many(
+        self,
+        group: TaskGroup,
+        messages: Iterable[BatchItem] | AsyncIterable[BatchItem],
+        max_in_flight: int,
+        options: dict[str, Any],
+        unread: list[Outcome],
+    ) -> AsyncGenerator[Outcome, None]:
+        batch = _Batch(self, messages, max_in_flight=max_in_flight, options=options)
+        group.start_soon(batch.run)
         try:
-            async for outcome in batch.outcomes():
-                yield outcome
+            async with aclosing(batch.outcomes()) as outcomes:
+                async for outcome in outcomes:
+                    yield outcome
         finally:
             batch.cancel()
+            # Wait for the sessions to give up their messages, so that every
+            # outcome decided is known before the caller goes on.
+            with anyio.CancelScope(shield=True):
+                await batch.stopped.wait()
+            unread.extend(batch.unread())
 
 
 @dataclass(slots=True)
@@ -530,11 +579,21 @@ class _Batch:
             tuple[int, SendResult | SMTPError] | BaseException
         ](math.inf)
         self._scope = anyio.CancelScope()
+        #: Set once the reader and every worker have ended.
+        self.stopped = anyio.Event()
+        #: Outcomes received, by index, not yet handed out in order.
+        self._waiting: dict[int, Outcome] = {}
 
     def cancel(self) -> None:
         self._scope.cancel()
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            self.stopped.set()
+
+    async def _run(self) -> None:
         with self._scope:
             try:
                 async with anyio.create_task_group() as group:
@@ -592,6 +651,7 @@ class _Batch:
                 continue
             feed = _SessionFeed(self, connection, first)
             failure: SMTPError = SessionClosedError("the session ended before the message went")
+            outcomes_of: SendBatch | None = None
             try:
                 outcomes_of = connection.client.send_many(
                     feed, max_in_flight=self._max_in_flight, **self._options
@@ -601,6 +661,13 @@ class _Batch:
                         self._finish(feed.fed.popleft(), outcome)
             except SMTPError as exc:
                 failure = exc
+            except BaseException:
+                # Stopped (the caller left the batch): keep what the session
+                # decided for the messages it had, retried or not.
+                unread = () if outcomes_of is None else outcomes_of.unread
+                for entry, outcome in zip(list(feed.fed), unread, strict=False):
+                    self._results_in.send_nowait((entry.index, outcome))
+                raise
             finally:
                 await pool._release(connection)
             # Messages the session never got to (it was already closed, or it
@@ -623,17 +690,30 @@ class _Batch:
         self._results_in.send_nowait((entry.index, outcome))
         self.queue.finished()
 
-    async def outcomes(self) -> AsyncIterator[SendResult | SMTPError]:
+    async def outcomes(self) -> AsyncGenerator[Outcome, None]:
         """Outcomes in input order."""
-        waiting: dict[int, SendResult | SMTPError] = {}
+        waiting = self._waiting
         expected = 0
-        async with self._results_out:
-            async for received in self._results_out:
-                if isinstance(received, BaseException):
-                    raise received
-                index, outcome = received
-                waiting[index] = outcome
-                while expected in waiting:
-                    yield waiting.pop(expected)
-                    expected += 1
-                    self._window.release()
+        async for received in self._results_out:
+            if isinstance(received, BaseException):
+                raise received
+            index, outcome = received
+            waiting[index] = outcome
+            while expected in waiting:
+                yield with_index(waiting.pop(expected), expected)
+                expected += 1
+                self._window.release()
+
+    def unread(self) -> list[Outcome]:
+        """Once stopped: the outcomes never handed out, in input order."""
+        with self._results_out:
+            while True:
+                try:
+                    received = self._results_out.receive_nowait()
+                except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                    break
+                if not isinstance(received, BaseException):
+                    index, outcome = received
+                    self._waiting[index] = outcome
+        waiting, self._waiting = self._waiting, {}
+        return [with_index(waiting[index], index) for index in sorted(waiting)]

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
+from types import MappingProxyType, TracebackType
+from typing import TypeAlias
 
+from ._errors import SMTPError
 from ._protocol.replies import Reply
 
-__all__ = ("SendResult", "queue_id_of")
+__all__ = ("Outcome", "SendBatch", "SendResult", "queue_id_of", "with_index")
 
 # Queue ids in final replies: Postfix "queued as 4Xz...", Exim "id=1tX...-000A".
 _QUEUE_ID_PATTERNS = (
@@ -34,6 +37,9 @@ class SendResult:
     rejected: Mapping[str, Reply] = field(default_factory=lambda: MappingProxyType({}))
     #: LMTP (RFC 2033): each accepted recipient's own reply after the data.
     per_recipient: Mapping[str, Reply] = field(default_factory=lambda: MappingProxyType({}))
+    #: In ``send_many``, the position of the message in the input (0 for the
+    #: first); ``None`` for ``send_mail`` and ``send_message``.
+    index: int | None = field(default=None, compare=False)
 
     @property
     def queue_id(self) -> str | None:
@@ -48,3 +54,87 @@ def queue_id_of(reply: Reply) -> str | None:
         if match:
             return match[1]
     return None
+
+
+#: What ``send_many`` gives for each message.
+Outcome: TypeAlias = SendResult | SMTPError
+
+
+def with_index(outcome: Outcome, index: int | None) -> Outcome:
+    """``outcome`` marked as the outcome of the message at ``index`` of a batch.
+
+    A result is frozen, so it is copied.  An error is marked in place, unless
+    it already belongs to another message (one session failure can be the
+    outcome of several messages): then it is copied, so each keeps its own.
+    """
+    if isinstance(outcome, SendResult):
+        return outcome if outcome.index == index else dataclasses.replace(outcome, index=index)
+    if outcome.index == index or (outcome.index is None and index is not None):
+        outcome.index = index
+        return outcome
+    clone = type(outcome).__new__(type(outcome), *outcome.args)
+    clone.__dict__.update(outcome.__dict__)
+    clone.__cause__ = outcome.__cause__
+    clone.__context__ = outcome.__context__
+    clone.__suppress_context__ = outcome.__suppress_context__
+    clone.__traceback__ = outcome.__traceback__
+    clone.index = index
+    return clone
+
+
+class SendBatch(AsyncGenerator[Outcome, None]):
+    """The outcomes of one ``send_many`` call: an async generator, and what was left unread.
+
+    Iterate it (inside ``contextlib.aclosing`` to leave early); each outcome
+    carries ``.index``, its message's position in the input.  When the batch
+    ends before every outcome was read (the loop was left, the task was
+    cancelled), :attr:`unread` holds, in input order, the outcome of every
+    message the batch had taken from the input that the caller did not read:
+    a :class:`SendResult` for a message the server accepted,
+    ``DeliveryUnknownError`` for one whose data went out but whose verdict
+    was lost, or the error that says it was not delivered.  Messages never
+    taken from the input were not sent at all.
+    """
+
+    __slots__ = ("_generator", "_unread")
+
+    def __init__(self, generator: AsyncGenerator[Outcome, None], unread: list[Outcome]) -> None:
+        self._generator = generator
+        self._unread = unread
+
+    @property
+    def unread(self) -> tuple[Outcome, ...]:
+        """Outcomes decided but not read when the batch ended early (empty until then)."""
+        return tuple(self._unread)
+
+    def __aiter__(self) -> SendBatch:
+        return self
+
+    async def __anext__(self) -> Outcome:
+        return await self._generator.__anext__()
+
+    async def asend(self, value: None, /) -> Outcome:
+        return await self._generator.asend(value)
+
+    async def athrow(
+        self,
+        typ: type[BaseException] | BaseException,
+        val: object = None,
+        tb: TracebackType | None = None,
+        /,
+    ) -> Outcome:
+        if isinstance(typ, BaseException):
+            exc = typ
+        elif isinstance(val, BaseException):
+            exc = val
+        else:
+            exc = typ() if val is None else typ(val)
+        if tb is not None:
+            exc = exc.with_traceback(tb)
+        return await self._generator.athrow(exc)
+
+    async def aclose(self) -> None:
+        await self._generator.aclose()
+
+    def __repr__(self) -> str:
+        return f"<SendBatch unread={len(self._unread)}>"

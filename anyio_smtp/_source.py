@@ -10,16 +10,19 @@ chunks whatever the message size; its size is known only if the caller says
 from __future__ import annotations
 
 import inspect
+import io
 import operator
-from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import aclosing
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 import anyio
 from anyio.abc import ByteReceiveStream
 
-from ._errors import InvalidArgumentError
+from ._errors import InvalidArgumentError, InvalidMessageError
 from ._protocol.body import EncodedBody, normalize_body, stuff_normalized
+from ._types import MessageBody, is_email_message
 
 __all__ = ("READ_CHUNK", "Content", "MessageSource")
 
@@ -27,17 +30,8 @@ __all__ = ("READ_CHUNK", "Content", "MessageSource")
 #: needs is a small multiple of this).
 READ_CHUNK = 256 * 1024
 
-#: What ``send_mail`` accepts as the message.
-MessageSource: TypeAlias = (
-    bytes
-    | bytearray
-    | memoryview
-    | str
-    | Iterable[bytes]
-    | AsyncIterable[bytes]
-    | ByteReceiveStream
-    | Any  # a binary file object: anything with read(n) -> bytes (sync or async)
-)
+#: What ``send_mail`` accepts as the message (kept under its former name).
+MessageSource: TypeAlias = MessageBody
 
 
 class Content:
@@ -97,19 +91,7 @@ class Content:
             return cls(data=message.encode("utf-8"))
         if isinstance(message, (bytes, bytearray, memoryview)):
             return cls(data=bytes(message))
-        if _exhausted(message):
-            raise InvalidArgumentError(
-                "this generator has already been read to its end; a streamed message "
-                "can be sent only once"
-            )
-        if not (
-            isinstance(message, (ByteReceiveStream, AsyncIterable, Iterable))
-            or callable(getattr(message, "read", None))
-        ):
-            raise InvalidArgumentError(
-                "the message must be bytes, str, an iterable or async iterable of bytes, "
-                f"a binary file or an anyio byte stream, not {type(message).__name__}"
-            )
+        check_streamed(message)
         return cls(source=_chunks(message), size=size)
 
     @property
@@ -141,6 +123,57 @@ class Content:
             raise InvalidArgumentError("a streamed message can be sent only once")
         self._used = True
         return self._source
+
+
+_SUPPORTED = (
+    "bytes, str, an email.message.Message, an iterable or async iterable of bytes, "
+    "a binary file or an anyio byte stream"
+)
+
+
+def check_streamed(message: object) -> None:
+    """Refuse, before any I/O, what can not be sent as a streamed message.
+
+    Only what can be checked without reading is checked: a one-shot iterator
+    is never advanced, while the chunks of a list or tuple are all looked at.
+
+    :raises InvalidMessageError: not a kind of message this client can send
+    """
+    name = type(message).__name__
+    if is_email_message(message):
+        raise InvalidMessageError(
+            "an email.message.Message is sent with send_message(), or as the message "
+            "of send_mail() or of a send_many() tuple"
+        )
+    if isinstance(message, io.TextIOBase) or isinstance(
+        getattr(message, "wrapped", None), io.TextIOBase
+    ):
+        raise InvalidMessageError(
+            f"the message is a text file ({name}); open it in binary mode ('rb')"
+        )
+    if isinstance(message, (Mapping, AbstractSet)):
+        raise InvalidMessageError(f"the message must be {_SUPPORTED}, not {name}")
+    if isinstance(message, Sequence):
+        if not message:
+            raise InvalidMessageError("the message has no data (an empty sequence of chunks)")
+        for chunk in message:
+            if not isinstance(chunk, (bytes, bytearray, memoryview)):
+                hint = "; encode it, e.g. with .encode()" if isinstance(chunk, str) else ""
+                raise InvalidMessageError(
+                    f"the message is a {name} holding a {type(chunk).__name__}, "
+                    f"where only bytes may go{hint}"
+                )
+        return
+    if _exhausted(message):
+        raise InvalidMessageError(
+            "this generator has already been read to its end; a streamed message "
+            "can be sent only once"
+        )
+    if not (
+        isinstance(message, (ByteReceiveStream, AsyncIterable, Iterable))
+        or callable(getattr(message, "read", None))
+    ):
+        raise InvalidMessageError(f"the message must be {_SUPPORTED}, not {name}")
 
 
 def _exhausted(source: object) -> bool:

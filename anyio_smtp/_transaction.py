@@ -39,7 +39,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
 from types import MappingProxyType
-from typing import TypeAlias
 
 from ._errors import (
     DataRefusedError,
@@ -67,7 +66,8 @@ from ._protocol.params import (
 from ._protocol.replies import Reply
 from ._protocol.session import ReplyEvent, SMTPSession
 from ._result import SendResult
-from ._source import Content, MessageSource
+from ._source import Content, check_streamed
+from ._types import BatchItem, MessageBody, Recipients, is_email_message
 
 __all__ = (
     "BDAT_CHUNK",
@@ -81,6 +81,7 @@ __all__ = (
     "StreamedContent",
     "Submission",
     "Transaction",
+    "check_mail",
     "item_submission",
     "mail_submission",
     "message_submission",
@@ -123,15 +124,7 @@ class Submission:
     recipient_options: dict[str, Recipient] = field(default_factory=dict)
 
 
-#: One message of a batch: an email message, or (sender, recipients, message).
-BatchItem: TypeAlias = (
-    Message | tuple[str, "str | Recipient | Iterable[str | Recipient]", MessageSource]
-)
-
-
-def recipient_list(
-    recipients: str | Recipient | Iterable[str | Recipient],
-) -> tuple[tuple[str, ...], dict[str, Recipient]]:
+def recipient_list(recipients: Recipients) -> tuple[tuple[str, ...], dict[str, Recipient]]:
     """Validate recipients (addresses or :class:`Recipient`); drop repeats, keep the order.
 
     :return: the addresses, and the :class:`Recipient` objects by address
@@ -139,6 +132,13 @@ def recipient_list(
     """
     if isinstance(recipients, (str, Recipient)):
         recipients = (recipients,)
+    elif isinstance(recipients, (bytes, bytearray, memoryview)) or not isinstance(
+        recipients, Iterable
+    ):
+        raise InvalidArgumentError(
+            "the recipients must be an address (str), a Recipient or an iterable of them, "
+            f"not {type(recipients).__name__}"
+        )
     addresses: dict[str, None] = {}
     options: dict[str, Recipient] = {}
     for entry in recipients:
@@ -157,7 +157,7 @@ def message_submission(
     message: Message,
     *,
     sender: str | None = None,
-    recipients: str | Recipient | Iterable[str | Recipient] | None = None,
+    recipients: Recipients | None = None,
     options: Options = Options(),
 ) -> Submission:
     """A submission for an email message (envelope from its header fields unless given)."""
@@ -184,16 +184,34 @@ def message_submission(
 
 def mail_submission(
     sender: str,
-    recipients: str | Recipient | Iterable[str | Recipient],
-    message: MessageSource,
+    recipients: Recipients,
+    message: MessageBody,
     *,
     size: int | None = None,
     options: Options = Options(),
 ) -> Submission:
-    """A submission for ``send_mail`` arguments."""
+    """A submission for ``send_mail`` arguments.
+
+    An email message as ``message`` is serialised as ``send_message`` does
+    (its policy, CRLF, Bcc and Resent-Bcc removed), with this envelope.
+    """
     addresses, overrides = recipient_list(recipients)
+    sender = check_mailbox(sender, role="sender", allow_null=True)
+    if is_email_message(message):
+        # Imported here: the email package is loaded only for email messages.
+        from ._message import prepare_message
+
+        prepared = prepare_message(message, sender=sender, recipients=list(addresses))
+        return Submission(
+            sender,
+            addresses,
+            Content.of(prepared.data),
+            smtputf8=prepared.smtputf8,
+            options=options,
+            recipient_options=overrides,
+        )
     return Submission(
-        check_mailbox(sender, role="sender", allow_null=True),
+        sender,
         addresses,
         Content.of(message, size=size),
         options=options,
@@ -201,10 +219,23 @@ def mail_submission(
     )
 
 
+def check_mail(sender: str, recipients: Recipients, message: MessageBody) -> list[str | Recipient]:
+    """Refuse bad ``send_mail`` arguments without reading or encoding the message.
+
+    :return: the recipients, read once (they may come from an iterator)
+    :raises InvalidArgumentError: as :func:`mail_submission` would
+    """
+    addresses, options = recipient_list(recipients)
+    check_mailbox(sender, role="sender", allow_null=True)
+    if not (isinstance(message, (bytes, bytearray, memoryview, str)) or is_email_message(message)):
+        check_streamed(message)
+    return [options.get(address, address) for address in addresses]
+
+
 def item_submission(item: object, options: Options) -> Submission | SMTPError:
     """A submission for one batch item; an invalid item becomes its own error."""
     try:
-        if isinstance(item, Message):
+        if is_email_message(item):
             return message_submission(item, options=options)
         if not isinstance(item, tuple) or len(item) != 3:
             raise InvalidArgumentError(

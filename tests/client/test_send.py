@@ -814,7 +814,7 @@ async def test_invalid_addresses_are_refused_before_any_byte() -> None:
         with pytest.raises(InvalidArgumentError):
             await smtp.send_mail(SENDER, [""], MESSAGE)
         with pytest.raises(InvalidArgumentError):
-            await smtp.send_mail(SENDER, [BOB], 12345)
+            await smtp.send_mail(SENDER, [BOB], 12345)  # type: ignore[arg-type]
         assert mark.since == b""
         assert smtp.state is SessionState.READY
         await smtp.send_mail(SENDER, [BOB], MESSAGE)

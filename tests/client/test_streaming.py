@@ -406,7 +406,6 @@ async def bad_async() -> AsyncIterator[Any]:
 BAD_SOURCES = {
     "str in a sync iterable": bad_sync,
     "int in an async generator": bad_async,
-    "a text file": io.StringIO,
     "read() returning str": TextReader,
 }
 
@@ -415,7 +414,7 @@ BAD_SOURCES = {
 async def test_a_chunk_that_is_not_bytes_ends_the_session_and_delivers_nothing(
     make: Any,
 ) -> None:
-    source = make("Subject: text\r\n\r\nbody\r\n") if make is io.StringIO else make()
+    source = make()
     server = SMTPTestServer()
     async with served(server) as (smtp, wire):
         with pytest.raises(InvalidArgumentError, match="bytes"):
@@ -424,6 +423,17 @@ async def test_a_chunk_that_is_not_bytes_ends_the_session_and_delivers_nothing(
         assert wire.closed
     assert server.messages == []
     assert b"\r\n.\r\n" not in wire.sent.partition(b"DATA\r\n")[2]
+
+
+async def test_a_text_file_is_refused_before_any_byte() -> None:
+    server = SMTPTestServer()
+    async with served(server) as (smtp, wire):
+        with pytest.raises(InvalidArgumentError, match="binary mode"):
+            await smtp.send_mail(SENDER, BOB, io.StringIO("Subject: text\r\n\r\nbody\r\n"))  # type: ignore[arg-type]
+        assert not smtp.closed
+        assert b"MAIL FROM" not in wire.sent
+        await smtp.send_mail(SENDER, BOB, b"Subject: after\r\n\r\nbody\r\n")
+    assert len(server.messages) == 1
 
 
 # -- a stream can be read once ---------------------------------------------------------------

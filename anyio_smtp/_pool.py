@@ -169,7 +169,7 @@ class SMTPPool:
         self._group: TaskGroup | None = None
         self._closed = False
         #: Sessions opened so far (for monitoring and tests).
-        self.connections_opened = 0
+        self.connections_opened: int = 0
 
     def __repr__(self) -> str:
         return (

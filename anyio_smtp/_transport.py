@@ -162,7 +162,7 @@ class Transport:
 
     def __init__(self, stream: ByteStream, *, timeouts: Timeouts) -> None:
         self._stream: ByteStream = _OneSenderAtATime(stream)
-        self.timeouts = timeouts
+        self.timeouts: Timeouts = timeouts
 
     @property
     def tls(self) -> bool:

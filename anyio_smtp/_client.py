@@ -20,8 +20,8 @@ import socket
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
 from contextlib import aclosing, asynccontextmanager
-from email.message import Message
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -72,6 +72,9 @@ from .audit import (
 )
 from .auth import SASLMechanism
 from .auth._exchange import MAX_AUTH_ROUNDS, Challenge, SASLExchange, choose_mechanism
+
+if TYPE_CHECKING:
+    from email.message import Message
 
 __all__ = (
     "MAX_AUTH_ROUNDS",

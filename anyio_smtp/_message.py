@@ -12,16 +12,16 @@ from __future__ import annotations
 import copy
 import io
 import re
+import sys
 from dataclasses import dataclass
-from email.errors import MessageError
-from email.generator import BytesGenerator
-from email.message import Message
-from email.policy import SMTPUTF8, EmailPolicy
-from email.utils import getaddresses
+from typing import TYPE_CHECKING, TypeGuard
 
 from ._errors import InvalidArgumentError
 
-__all__ = ("PreparedMessage", "prepare_message")
+if TYPE_CHECKING:
+    from email.message import Message
+
+__all__ = ("PreparedMessage", "is_message", "prepare_message")
 
 _ADDRESS_FIELDS = ("From", "Sender", "Reply-To", "To", "Cc", "Bcc")
 
@@ -40,7 +40,20 @@ class PreparedMessage:
 _BARE_BREAK = re.compile(r"[\r\n](?![ \t])|\r(?!\n)")
 
 
+def is_message(obj: object) -> TypeGuard[Message]:
+    """Whether ``obj`` is an ``email.message.Message``, without importing ``email``.
+
+    No object can be a ``Message`` before ``email.message`` was imported, so the
+    ``email`` package (a large part of the import time) is loaded only by
+    programs that use it.
+    """
+    module = sys.modules.get("email.message")
+    return module is not None and isinstance(obj, module.Message)
+
+
 def _addresses(message: Message, *fields: str) -> list[str]:
+    from email.utils import getaddresses
+
     values: list[str] = []
     for field in fields:
         for value in message.get_all(field, []):
@@ -66,6 +79,10 @@ def prepare_message(
     :raises InvalidArgumentError: more than one Resent- block, or no sender or
         recipient could be found
     """
+    from email.errors import MessageError
+    from email.generator import BytesGenerator
+    from email.policy import SMTPUTF8, EmailPolicy
+
     resent_dates = message.get_all("Resent-Date", [])
     if len(resent_dates) > 1:
         raise InvalidArgumentError(

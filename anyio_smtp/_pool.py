@@ -43,9 +43,8 @@ from collections.abc import (
 )
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from email.message import Message
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -63,10 +62,14 @@ from ._errors import (
     TLSCertificateError,
     TLSError,
 )
+from ._message import is_message
 from ._protocol.params import DSN, Recipient, Transfer
 from ._result import SendResult
 from ._source import MessageSource
 from ._transaction import BatchItem, Options
+
+if TYPE_CHECKING:
+    from email.message import Message
 
 __all__ = ("SMTPPool", "retryable")
 
@@ -95,7 +98,7 @@ Factory = Callable[[], Awaitable[SMTPClient]]
 
 def _resendable(item: object) -> bool:
     """Whether a message can be sent a second time (its content is in memory)."""
-    if isinstance(item, Message):
+    if is_message(item):
         return True
     if isinstance(item, tuple) and len(item) == 3:
         return isinstance(item[2], (bytes, bytearray, memoryview, str))

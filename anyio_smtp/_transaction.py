@@ -37,9 +37,8 @@ import enum
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from email.message import Message
 from types import MappingProxyType
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 from ._errors import (
     DataRefusedError,
@@ -51,7 +50,7 @@ from ._errors import (
     SenderRefusedError,
     SMTPError,
 )
-from ._message import prepare_message
+from ._message import is_message, prepare_message
 from ._protocol.body import TERMINATOR
 from ._protocol.capabilities import Capabilities
 from ._protocol.commands import Bdat, Command, Data, Mail, Rcpt, Rset, check_mailbox
@@ -67,6 +66,9 @@ from ._protocol.replies import Reply
 from ._protocol.session import ReplyEvent, SMTPSession
 from ._result import SendResult
 from ._source import Content, MessageSource
+
+if TYPE_CHECKING:
+    from email.message import Message
 
 __all__ = (
     "BDAT_CHUNK",
@@ -124,7 +126,7 @@ class Submission:
 
 #: One message of a batch: an email message, or (sender, recipients, message).
 BatchItem: TypeAlias = (
-    Message | tuple[str, "str | Recipient | Iterable[str | Recipient]", MessageSource]
+    "Message | tuple[str, str | Recipient | Iterable[str | Recipient], MessageSource]"
 )
 
 
@@ -160,7 +162,7 @@ def message_submission(
     options: Options = Options(),
 ) -> Submission:
     """A submission for an email message (envelope from its header fields unless given)."""
-    if not isinstance(message, Message):
+    if not is_message(message):
         raise InvalidArgumentError("send_message() takes an email.message.Message")
     if sender is not None:
         sender = check_mailbox(sender, role="sender", allow_null=True)
@@ -203,7 +205,7 @@ def mail_submission(
 def item_submission(item: object, options: Options) -> Submission | SMTPError:
     """A submission for one batch item; an invalid item becomes its own error."""
     try:
-        if isinstance(item, Message):
+        if is_message(item):
             return message_submission(item, options=options)
         if not isinstance(item, tuple) or len(item) != 3:
             raise InvalidArgumentError(

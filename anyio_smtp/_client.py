@@ -21,7 +21,7 @@ import ssl
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
 from contextlib import aclosing, asynccontextmanager
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, overload
 
 import anyio
 
@@ -279,6 +279,16 @@ class SMTPClient:
                 await self._tls_started(starttls=True)
                 await self._hello()
 
+    @overload
+    async def login(
+        self, username: str, password: str, *, mechanism: str | SASLMechanism | None = None
+    ) -> Reply: ...
+
+    @overload
+    async def login(
+        self, username: str, password: None = None, *, mechanism: SASLMechanism
+    ) -> Reply: ...
+
     async def login(
         self,
         username: str,
@@ -287,6 +297,11 @@ class SMTPClient:
         mechanism: str | SASLMechanism | None = None,
     ) -> Reply:
         """Authenticate with SMTP AUTH (RFC 4954).
+
+        A password (or, for ``mechanism="XOAUTH2"``/``"OAUTHBEARER"``, a token) is
+        required, except with a :class:`~anyio_smtp.auth.SASLMechanism` instance,
+        which carries its own credentials: ``login(user, mechanism=XOAuth2(user,
+        token_provider))``.
 
         Without ``mechanism`` the strongest one the server offers is used, in
         the order of :data:`anyio_smtp.auth.PREFERENCE` (SCRAM with channel

@@ -22,7 +22,7 @@ token, or an awaitable of it.  A provider is called in :meth:`prepare`, which
 ``login()`` awaits just before AUTH, so each login gets a fresh token.  These
 mechanisms are never picked by ``login()`` on its own (``auto_select`` is
 False): name one, ``login(user, token, mechanism="XOAUTH2")``, or pass an
-instance, ``login(user, "", mechanism=XOAuth2(user, provider))``.  The token
+instance, ``login(user, mechanism=XOAuth2(user, provider))``.  The token
 never appears in a repr, an error message or a log line.
 """
 

@@ -16,8 +16,6 @@ been left, so the session stays usable.
 
 from __future__ import annotations
 
-import socket
-import ssl
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
 from contextlib import aclosing, asynccontextmanager
 from types import TracebackType
@@ -74,6 +72,7 @@ from .auth import SASLMechanism
 from .auth._exchange import MAX_AUTH_ROUNDS, Challenge, SASLExchange, choose_mechanism
 
 if TYPE_CHECKING:
+    import ssl
     from email.message import Message
 
 __all__ = (
@@ -92,6 +91,8 @@ def _default_ehlo_domain(transport: Transport) -> str:
     RFC 5321 §4.1.4: the client sends its fully qualified domain name, "or, if
     the host has no meaningful domain name, ... an address literal".
     """
+    import socket
+
     hostname = socket.gethostname()
     if "." in hostname:
         try:
@@ -256,6 +257,8 @@ class SMTPClient:
         :raises InvalidArgumentError: no host name to verify is known
         :raises SessionClosedError: the session is closed
         """
+        import ssl
+
         if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
             raise InvalidArgumentError("ssl_context must be an ssl.SSLContext")
         hostname = tls_hostname or self._tls_hostname

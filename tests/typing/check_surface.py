@@ -80,6 +80,15 @@ async def own_stream() -> None:
         )
 
 
+async def lmtp() -> None:
+    async with anyio_smtp.connect_lmtp("127.0.0.1", 24) as smtp:
+        result = await smtp.send_mail("me@example.com", ["a@example.org", "b@example.org"], b"x")
+        for address, reply in result.per_recipient.items():
+            assert_type(address, str)
+            assert_type(reply.is_permanent, bool)
+    anyio_smtp.connect_lmtp("127.0.0.1", lmtp=True)  # type: ignore[call-arg]
+
+
 # -- login: a password, or a mechanism object that carries the credentials ------------
 
 

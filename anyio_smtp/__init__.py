@@ -8,6 +8,7 @@
 ...         await smtp.send_mail("user@example.com", ["friend@example.org"], message)
 """
 
+from . import audit
 from ._client import QUIT_TIMEOUT, SendResult, SMTPClient
 from ._connect import SessionOpener, connect, connect_lmtp, connect_starttls, connect_stream
 from ._errors import (
@@ -87,6 +88,7 @@ __all__ = (
     "TLSError",
     "Timeouts",
     "__version__",
+    "audit",
     "connect",
     "connect_lmtp",
     "connect_starttls",

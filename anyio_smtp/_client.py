@@ -16,12 +16,10 @@ been left, so the session stays usable.
 
 from __future__ import annotations
 
-import socket
-import ssl
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
 from contextlib import aclosing, asynccontextmanager
-from email.message import Message
 from types import TracebackType
+from typing import TYPE_CHECKING, overload
 
 import anyio
 
@@ -72,6 +70,10 @@ from .audit import (
 from .auth import SASLMechanism
 from .auth._exchange import MAX_AUTH_ROUNDS, Challenge, SASLExchange, choose_mechanism
 
+if TYPE_CHECKING:
+    import ssl
+    from email.message import Message
+
 __all__ = (
     "MAX_AUTH_ROUNDS",
     "QUIT_TIMEOUT",
@@ -88,6 +90,8 @@ def _default_ehlo_domain(transport: Transport) -> str:
     RFC 5321 §4.1.4: the client sends its fully qualified domain name, "or, if
     the host has no meaningful domain name, ... an address literal".
     """
+    import socket
+
     hostname = socket.gethostname()
     if "." in hostname:
         try:
@@ -261,6 +265,8 @@ class SMTPClient:
         :raises InvalidArgumentError: no host name to verify is known
         :raises SessionClosedError: the session is closed
         """
+        import ssl
+
         if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
             raise InvalidArgumentError("ssl_context must be an ssl.SSLContext")
         hostname = tls_hostname or self._tls_hostname
@@ -284,6 +290,16 @@ class SMTPClient:
                 await self._tls_started(starttls=True)
                 await self._hello()
 
+    @overload
+    async def login(
+        self, username: str, password: str, *, mechanism: str | SASLMechanism | None = None
+    ) -> Reply: ...
+
+    @overload
+    async def login(
+        self, username: str, password: None = None, *, mechanism: SASLMechanism
+    ) -> Reply: ...
+
     async def login(
         self,
         username: str,
@@ -292,6 +308,11 @@ class SMTPClient:
         mechanism: str | SASLMechanism | None = None,
     ) -> Reply:
         """Authenticate with SMTP AUTH (RFC 4954).
+
+        A password (or, for ``mechanism="XOAUTH2"``/``"OAUTHBEARER"``, a token) is
+        required, except with a :class:`~anyio_smtp.auth.SASLMechanism` instance,
+        which carries its own credentials: ``login(user, mechanism=XOAuth2(user,
+        token_provider))``.
 
         Without ``mechanism`` the strongest one the server offers is used, in
         the order of :data:`anyio_smtp.auth.PREFERENCE` (SCRAM with channel

@@ -8,9 +8,9 @@ any connection is made.
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Awaitable, Callable, Generator
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from anyio.abc import ByteStream
 
@@ -20,6 +20,9 @@ from ._protocol.commands import check_domain, check_hostname
 from ._timeouts import DEFAULT_TIMEOUTS, Timeouts
 from ._transport import Transport, open_transport
 from .audit import AuditHook
+
+if TYPE_CHECKING:
+    import ssl
 
 __all__ = (
     "IMPLICIT_TLS_PORT",
@@ -84,6 +87,8 @@ def _check_options(
     tls_hostname: str | None,
 ) -> Timeouts:
     timeouts = Timeouts.of(timeout)
+    import ssl
+
     if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
         raise InvalidArgumentError("ssl_context must be an ssl.SSLContext")
     if ehlo_domain is not None:

@@ -9,6 +9,7 @@ received it.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 from email.message import EmailMessage
@@ -95,15 +96,44 @@ async def _send_once(backend: str, out: TextIO) -> None:
     print(file=out)
 
 
-def run_demo(backends: tuple[str, ...] = ("asyncio", "trio"), out: TextIO = sys.stdout) -> int:
-    """Run the demo on each backend; return a process exit status."""
+def _missing(backends: tuple[str, ...]) -> list[str]:
+    """What the demo needs and can not import, each as a sentence saying what to install."""
+    needs = [("trustme", "the demo's throwaway certificate authority", "demo")]
+    if "trio" in backends:
+        needs.append(("trio", "the trio backend", "trio"))
+    missing = []
+    for module, purpose, extra in needs:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(
+                f"{module} is not installed ({purpose} needs it): pip install 'anyio_smtp[{extra}]'"
+            )
+    return missing
+
+
+def run_demo(
+    backends: tuple[str, ...] = ("asyncio", "trio"),
+    out: TextIO = sys.stdout,
+    err: TextIO | None = None,
+) -> int:
+    """Run the demo on each backend; return a process exit status.
+
+    Before anything runs, a missing optional dependency is named on ``err``
+    with the command that installs it (on standard error by default), and the
+    status is 1.
+    """
+    missing = _missing(backends)
+    if missing:
+        err = sys.stderr if err is None else err
+        for line in missing:
+            print(f"python -m anyio_smtp demo: {line}", file=err)
+        if len(backends) > 1 and any(line.startswith("trio ") for line in missing):
+            print(
+                "or run it on asyncio alone: python -m anyio_smtp demo --backend asyncio", file=err
+            )
+        return 1
     for backend in backends:
-        if backend == "trio":
-            try:
-                import trio  # noqa: F401
-            except ImportError:
-                print("trio is not installed: pip install 'anyio_smtp[trio]'", file=out)
-                return 1
         anyio.run(_send_once, backend, out, backend=backend)
     print(f"OK: the message was sent and received on {' and '.join(backends)}.", file=out)
     return 0

@@ -114,8 +114,8 @@ class ReplyError(SMTPError):
     """
 
     def __init__(self, command: str, reply: Reply, what: str | None = None) -> None:
-        self.command = command
-        self.reply = reply
+        self.command: str = command
+        self.reply: Reply = reply
         what = what or f"{command} was refused"
         super().__init__(f"{what}: the server replied {reply}")
 
@@ -185,7 +185,8 @@ class RecipientsRefusedError(ReplyError):
             super().__init__("RCPT TO", first, f"the recipient <{only}> was refused at RCPT TO")
             return
         # Each refusal has its own reply: name them all, not only the first.
-        self.command, self.reply = "RCPT TO", first
+        self.command = "RCPT TO"
+        self.reply = first
         refusals = _some(
             (f"<{address}> {_quote(reply)}" for address, reply in self.rejected.items()),
             len(self.rejected),

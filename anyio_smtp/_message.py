@@ -13,13 +13,12 @@ import copy
 import io
 import re
 from dataclasses import dataclass
-from email.errors import MessageError
-from email.generator import BytesGenerator
-from email.message import Message
-from email.policy import SMTPUTF8, EmailPolicy
-from email.utils import getaddresses
+from typing import TYPE_CHECKING
 
 from ._errors import InvalidArgumentError
+
+if TYPE_CHECKING:
+    from email.message import Message
 
 __all__ = ("PreparedMessage", "prepare_message")
 
@@ -41,6 +40,8 @@ _BARE_BREAK = re.compile(r"[\r\n](?![ \t])|\r(?!\n)")
 
 
 def _addresses(message: Message, *fields: str) -> list[str]:
+    from email.utils import getaddresses
+
     values: list[str] = []
     for field in fields:
         for value in message.get_all(field, []):
@@ -66,6 +67,10 @@ def prepare_message(
     :raises InvalidArgumentError: more than one Resent- block, or no sender or
         recipient could be found
     """
+    from email.errors import MessageError
+    from email.generator import BytesGenerator
+    from email.policy import SMTPUTF8, EmailPolicy
+
     resent_dates = message.get_all("Resent-Date", [])
     if len(resent_dates) > 1:
         raise InvalidArgumentError(

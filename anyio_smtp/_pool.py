@@ -43,9 +43,8 @@ from collections.abc import (
 )
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from email.message import Message
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -70,6 +69,9 @@ from ._protocol.params import DSN, Recipient, Transfer
 from ._result import Outcome, SendBatch, SendResult, with_index
 from ._transaction import Options, check_mail
 from ._types import BatchItem, MessageBody, Recipients, is_email_message
+
+if TYPE_CHECKING:
+    from email.message import Message
 
 __all__ = ("SMTPPool", "retryable")
 
@@ -194,7 +196,7 @@ class SMTPPool:
         self._group: TaskGroup | None = None
         self._closed = False
         #: Sessions opened so far (for monitoring and tests).
-        self.connections_opened = 0
+        self.connections_opened: int = 0
 
     def __repr__(self) -> str:
         return (

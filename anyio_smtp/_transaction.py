@@ -37,8 +37,8 @@ import enum
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from email.message import Message
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from ._errors import (
     DataRefusedError,
@@ -68,6 +68,9 @@ from ._protocol.session import ReplyEvent, SMTPSession
 from ._result import SendResult
 from ._source import Content, check_streamed
 from ._types import BatchItem, MessageBody, Recipients, is_email_message
+
+if TYPE_CHECKING:
+    from email.message import Message
 
 __all__ = (
     "BDAT_CHUNK",
@@ -161,7 +164,7 @@ def message_submission(
     options: Options = Options(),
 ) -> Submission:
     """A submission for an email message (envelope from its header fields unless given)."""
-    if not isinstance(message, Message):
+    if not is_email_message(message):
         raise InvalidArgumentError("send_message() takes an email.message.Message")
     if sender is not None:
         sender = check_mailbox(sender, role="sender", allow_null=True)

@@ -14,16 +14,13 @@ stalled peer always does; waits for replies are bounded by the caller with
 from __future__ import annotations
 
 import ipaddress
-import socket
-import ssl
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import ByteStream, SocketAttribute
-from anyio.streams.tls import TLSAttribute, TLSStream
 
 from ._errors import (
     ConnectError,
@@ -35,6 +32,14 @@ from ._errors import (
 )
 from ._timeouts import Timeouts
 from .auth._mechanisms import ChannelBindings
+
+if TYPE_CHECKING:
+    import socket
+    import ssl
+
+# ssl, socket and anyio.streams.tls (a large part of the import time) are
+# imported where they are used: the event loop loads them anyway by the time a
+# connection exists, and a program that only imports anyio_smtp does not pay.
 
 __all__ = ("READ_SIZE", "WRITE_CHUNK", "Transport", "default_ssl_context", "open_transport")
 
@@ -50,6 +55,8 @@ def default_ssl_context() -> ssl.SSLContext:
     """The context used when none is given: system CAs, certificate and host name checks."""
     global _default_context
     if _default_context is None:
+        import ssl
+
         _default_context = ssl.create_default_context()
     return _default_context
 
@@ -112,6 +119,8 @@ def _translate(
     exc: BaseException, action: str, timeout: float | None, *, handshake: bool = False
 ) -> SMTPError:
     """Our error for a foreign one (chain it with ``from``)."""
+    import ssl
+
     if isinstance(exc, TimeoutError):
         return SMTPTimeoutError(f"timed out after {_seconds(timeout)} {action}")
     if isinstance(exc, ssl.SSLCertVerificationError):
@@ -155,24 +164,23 @@ class _OneSenderAtATime(ByteStream):
         return self._stream.extra_attributes
 
 
-#: Linux only: acknowledge received data at once instead of delaying the ACK.
-_TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
+def _quickack_socket(stream: ByteStream) -> tuple[socket.socket, int, int] | None:
+    """The TCP socket under ``stream`` and the option that turns its delayed ACKs off.
 
-
-def _quickack_socket(stream: ByteStream) -> socket.socket | None:
-    """The TCP socket under ``stream``, if its delayed ACKs can be turned off.
-
-    (On asyncio this is the transport's socket wrapper, which has the same
-    ``family``, ``type`` and ``setsockopt``.)
+    Linux only (``TCP_QUICKACK``).  On asyncio the socket is the transport's
+    wrapper, which has the same ``family``, ``type`` and ``setsockopt``.
     """
-    if _TCP_QUICKACK is None:
-        return None
     raw: socket.socket | None = stream.extra(SocketAttribute.raw_socket, None)
-    if raw is None or getattr(raw, "type", None) != socket.SOCK_STREAM:
+    if raw is None:
+        return None
+    import socket
+
+    option: int | None = getattr(socket, "TCP_QUICKACK", None)
+    if option is None or getattr(raw, "type", None) != socket.SOCK_STREAM:
         return None
     if getattr(raw, "family", None) not in (socket.AF_INET, socket.AF_INET6):
         return None
-    return raw
+    return raw, socket.IPPROTO_TCP, option
 
 
 class Transport:
@@ -190,24 +198,32 @@ class Transport:
     def __init__(self, stream: ByteStream, *, timeouts: Timeouts) -> None:
         self._stream: ByteStream = _OneSenderAtATime(stream)
         self._quickack = _quickack_socket(stream)
-        self.timeouts = timeouts
+        self.timeouts: Timeouts = timeouts
 
     @property
     def tls(self) -> bool:
         """Whether the stream is protected by TLS."""
+        from anyio.streams.tls import TLSAttribute
+
         return self._stream.extra(TLSAttribute.ssl_object, None) is not None
 
     @property
     def tls_version(self) -> str | None:
+        from anyio.streams.tls import TLSAttribute
+
         return self._stream.extra(TLSAttribute.tls_version, None)
 
     @property
     def tls_cipher(self) -> str | None:
+        from anyio.streams.tls import TLSAttribute
+
         cipher = self._stream.extra(TLSAttribute.cipher, None)
         return cipher[0] if cipher else None
 
     def channel_bindings(self) -> ChannelBindings | None:
         """TLS channel-binding data for SCRAM -PLUS, or None without TLS."""
+        from anyio.streams.tls import TLSAttribute
+
         ssl_object = self._stream.extra(TLSAttribute.ssl_object, None)
         if ssl_object is None:
             return None
@@ -265,11 +281,12 @@ class Transport:
 
         No deadline here: the caller bounds the whole wait for a reply.
         """
-        if self._quickack is not None and _TCP_QUICKACK is not None:
+        if self._quickack is not None:
             # Linux leaves quick-ACK mode again whenever this side sends; set it
             # anew before each wait (one cheap system call).
+            sock, level, option = self._quickack
             try:
-                self._quickack.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+                sock.setsockopt(level, option, 1)
             except OSError:
                 self._quickack = None
         try:
@@ -285,6 +302,8 @@ class Transport:
 
     async def start_tls(self, ssl_context: ssl.SSLContext | None, hostname: str | None) -> None:
         """Wrap the stream in TLS (client side) and complete the handshake."""
+        from anyio.streams.tls import TLSStream
+
         context = ssl_context or default_ssl_context()
         with _Translated("during the TLS handshake", self.timeouts.connect, handshake=True):
             self._stream = await TLSStream.wrap(
@@ -314,6 +333,8 @@ async def open_transport(
     :raises ConnectError: the connection could not be made
     :raises SMTPTimeoutError: connecting took longer than ``timeouts.connect``
     """
+    import socket
+
     action = f"connecting to {host}:{port}"
     timeout = timeouts.connect
     try:

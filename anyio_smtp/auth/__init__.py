@@ -6,9 +6,12 @@ from :data:`PREFERENCE` (SCRAM-SHA-256-PLUS first, LOGIN last);
 :class:`SASLMechanism` subclass may be passed to run a mechanism of your own.
 
 OAuth 2.0 access tokens go through XOAUTH2 or OAUTHBEARER, which are only used
-when asked for: ``login(user, token, mechanism="XOAUTH2")``, or with a token
-provider called at login time,
-``login(user, "", mechanism=OAuthBearer(user, provider, host=..., port=...))``.
+when asked for: ``login(user, token, mechanism="XOAUTH2")``, or with an instance
+holding the token or a provider called at login time (no password then)::
+
+    await smtp.login("me@example.com", mechanism=XOAuth2("me@example.com", fetch_token))
+
+``OAuthBearer(user, provider, host=..., port=...)`` is passed the same way.
 """
 
 from ._mechanisms import (

@@ -18,8 +18,6 @@ PLAIN, LOGIN and CRAM-MD5 live here; SCRAM-SHA-1/-256 (and -PLUS) in
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
@@ -164,5 +162,8 @@ class CramMD5(_UserPassword):
     def respond(self, challenge: bytes) -> bytes:
         if not challenge:
             raise RemoteProtocolError("empty CRAM-MD5 challenge")
+        import hashlib  # loaded on the first CRAM-MD5 login only
+        import hmac
+
         digest = hmac.new(self._password.encode(), challenge, hashlib.md5).hexdigest()
         return self._username.encode() + b" " + digest.encode("ascii")

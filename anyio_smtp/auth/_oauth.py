@@ -22,14 +22,13 @@ token, or an awaitable of it.  A provider is called in :meth:`prepare`, which
 ``login()`` awaits just before AUTH, so each login gets a fresh token.  These
 mechanisms are never picked by ``login()`` on its own (``auto_select`` is
 False): name one, ``login(user, token, mechanism="XOAUTH2")``, or pass an
-instance, ``login(user, "", mechanism=XOAuth2(user, provider))``.  The token
+instance, ``login(user, mechanism=XOAuth2(user, provider))``.  The token
 never appears in a repr, an error message or a log line.
 """
 
 from __future__ import annotations
 
 import inspect
-import json
 import re
 from abc import ABC
 from collections.abc import Awaitable, Callable
@@ -72,6 +71,8 @@ def _shown(text: str) -> str:
 
 def _error_detail(challenge: bytes) -> str | None:
     """What an error challenge says, as ``key=value, ...`` (None if it says nothing)."""
+    import json  # only a refused token needs it
+
     text = challenge.decode("utf-8", errors="replace").strip()
     if not text:
         return None

@@ -33,10 +33,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 import re
-import secrets
 from enum import Enum, auto
 from typing import ClassVar, Final
 
@@ -124,6 +121,8 @@ def _b64decode(value: str, what: str) -> bytes:
 def _new_nonce() -> str:
     # RFC 5802 §5.1: the nonce is "a sequence of random printable ASCII
     # characters excluding ','"; base64 never produces a ','.
+    import secrets  # hashlib, hmac and secrets load on the first login only
+
     return base64.b64encode(secrets.token_bytes(NONCE_BYTES)).decode("ascii")
 
 
@@ -270,6 +269,9 @@ class _Scram(SASLMechanism):
     # -- the two steps -----------------------------------------------------------------
 
     def _client_final(self, server_first: bytes) -> bytes:
+        import hashlib
+        import hmac
+
         self._state = _State.FAILED  # until this step succeeds
         attributes = _attributes(server_first, "server-first")
         if attributes[0][0] == "e":
@@ -342,6 +344,8 @@ class _Scram(SASLMechanism):
         return without_proof + b",p=" + base64.b64encode(proof)
 
     def _check_server_final(self, server_final: bytes) -> None:
+        import hmac
+
         self._state = _State.FAILED  # until the signature matches
         # server-final-message = (server-error / verifier) ["," extensions]
         name, value = _attributes(server_final, "server-final")[0]

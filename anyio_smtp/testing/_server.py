@@ -240,10 +240,10 @@ class SMTPTestServer:
 
         #: Name used in the greeting and the EHLO reply.
         self.hostname = hostname
-        self.extensions = None if extensions is None else tuple(extensions)
+        self.extensions: tuple[str, ...] | None = None if extensions is None else tuple(extensions)
         self.starttls_context = starttls_context
         self.tls_context = tls_context
-        self.users = None if users is None else dict(users)
+        self.users: dict[str, str] | None = None if users is None else dict(users)
         self.auth_mechanisms = mechanisms
         self.auth_require_tls = auth_require_tls
         self.require_auth = require_auth
@@ -254,15 +254,15 @@ class SMTPTestServer:
 
         #: Address of the listener; the port is 0 until the server has been entered.
         self.host = "127.0.0.1"
-        self.port = 0
+        self.port: int = 0
         #: Accepted messages, in arrival order.
         self.messages: list[ReceivedMessage] = []
         #: Every line in both directions, all sessions, in order.
         self.transcript: list[TranscriptLine] = []
         #: Sessions started so far (accepted connections plus served streams).
-        self.sessions = 0
+        self.sessions: int = 0
         #: Sessions that have ended.
-        self.sessions_closed = 0
+        self.sessions_closed: int = 0
         #: Commands that were followed by more client input before their reply was sent,
         #: although PIPELINING was not advertised or the command must end a group.
         self.pipelining_violations = 0

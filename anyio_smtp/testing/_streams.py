@@ -35,11 +35,11 @@ class MemoryByteStream(ByteStream):
         self._receive_stream = receive_stream
         self._pending = b""
         #: Every byte sent from this end, in order.
-        self.sent = bytearray()
+        self.sent: bytearray = bytearray()
         #: How many non-empty ``send()`` calls this end made.
-        self.writes = 0
+        self.writes: int = 0
         #: Whether :meth:`aclose` was called.
-        self.closed = False
+        self.closed: bool = False
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
         """Receive at most ``max_bytes`` bytes.

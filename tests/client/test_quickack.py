@@ -32,8 +32,9 @@ async def test_each_wait_for_replies_asks_for_quick_acks() -> None:
     async with SMTPTestServer() as server:
         transport = await open_transport(server.host, server.port, timeouts=Timeouts())
         try:
-            sock = _quickack_socket(transport._stream)
-            assert sock is not None
+            found = _quickack_socket(transport._stream)
+            assert found is not None
+            sock = found[0]
             await transport.receive(action="reading the greeting")
             for _ in range(3):
                 await transport.send(b"NOOP\r\n", action="sending", timeout=5)
@@ -50,8 +51,9 @@ async def test_sending_leaves_quick_ack_mode() -> None:
     async with SMTPTestServer() as server:
         transport = await open_transport(server.host, server.port, timeouts=Timeouts())
         try:
-            sock = _quickack_socket(transport._stream)
-            assert sock is not None
+            found = _quickack_socket(transport._stream)
+            assert found is not None
+            sock = found[0]
             await transport.receive(action="reading the greeting")
             assert quickack(sock) == 1
             await transport.send(b"NOOP\r\n", action="sending", timeout=5)

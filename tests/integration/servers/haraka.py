@@ -18,6 +18,10 @@ Listeners, on 127.0.0.1 and on ports chosen at start-up:
   once the session is authenticated, unless ``accept_unauthenticated`` is set.
 * ``smtps_port`` (if ``implicit_tls``): the same with TLS from the first byte.
 
+With ``tls=False`` (the benchmark's set-up) there is only the plain port: no STARTTLS,
+no AUTH, no certificates (so no test dependencies either); pair it with
+``accept_unauthenticated=True``.
+
 Where Haraka is installed: ``$ANYIO_SMTP_HARAKA`` (the ``node_modules/haraka`` folder),
 else ``.ci/cache/haraka/node_modules/haraka`` in the repository, where ``.ci/run``
 installs it (``npm install --omit=dev --ignore-scripts haraka@3.3.4``).
@@ -183,6 +187,7 @@ class HarakaInstance:
         self,
         *,
         users: Mapping[str, str] | None = None,
+        tls: bool = True,
         accept_unauthenticated: bool = False,
         implicit_tls: bool = True,
         hostname: str = "haraka.example.test",
@@ -193,8 +198,9 @@ class HarakaInstance:
             for text in (user, password):
                 if any(character in text for character in "=;[]\r\n\0") or text != text.strip():
                     raise ValueError(f"an auth_flat_file.ini entry cannot hold {text!r}")
+        self.tls = tls
         self.accept_unauthenticated = accept_unauthenticated
-        self.implicit_tls = implicit_tls
+        self.implicit_tls = tls and implicit_tls
         self.hostname = hostname
         self.log_level = log_level
 
@@ -290,7 +296,8 @@ class HarakaInstance:
         self._installation = find_haraka()
         self._base_dir = base_dir.resolve()
         self._base_dir.mkdir(parents=True, exist_ok=True)
-        self._certificates = certificates or LoopbackCertificates.create(self.base_dir / "tls")
+        if self.tls:
+            self._certificates = certificates or LoopbackCertificates.create(self.base_dir / "tls")
         self._install()
         # Ports are free when chosen but not reserved; a rare clash is retried.
         for attempt in range(3):
@@ -437,8 +444,8 @@ class HarakaInstance:
         ]
         files: dict[str, str] = {
             "smtp.ini": "\n".join(smtp_ini) + "\n",
-            # Order matters: our plugin answers lookup_rdns and the queue hooks.
-            "plugins": f"{_PLUGIN}\ntls\nauth/flat_file\n",
+            # Our plugin first: it answers lookup_rdns and takes the queue hooks.
+            "plugins": f"{_PLUGIN}\n" + ("tls\nauth/flat_file\n" if self.tls else ""),
             "me": f"{self.hostname}\n",
             "log.ini": f"[main]\nlevel={self.log_level}\ntimestamps=true\nformat=default\n",
             # A connection.ini replaces Haraka's defaults entirely: every section it
@@ -466,6 +473,8 @@ class HarakaInstance:
         }
         for name, text in files.items():
             (config / name).write_text(text, encoding="utf-8")
+        if not self.tls:
+            return
         shutil.copyfile(self.certificates.server_key_pem, config / "tls_key.pem")
         shutil.copyfile(self.certificates.server_cert_pem, config / "tls_cert.pem")
         # Fixed public DH parameters: Haraka would otherwise run "openssl dhparam".

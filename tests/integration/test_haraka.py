@@ -18,7 +18,14 @@ import anyio
 import pytest
 
 import anyio_smtp
-from anyio_smtp import RecipientsRefusedError, SendResult, SMTPClient, SMTPError, SMTPPool
+from anyio_smtp import (
+    InsecureAuthError,
+    RecipientsRefusedError,
+    SendResult,
+    SMTPClient,
+    SMTPError,
+    SMTPPool,
+)
 from anyio_smtp._transaction import BatchItem
 
 from .servers.haraka import HarakaInstance
@@ -179,6 +186,19 @@ async def test_implicit_tls_login_and_one_message(haraka: HarakaInstance) -> Non
         await smtp.login(ALICE, haraka.users[ALICE], mechanism="LOGIN")
         result = await smtp.send_mail(ALICE, recipient(0), message(run, 0)[0])
     check_delivery(haraka, run, [result], 1)
+
+
+async def test_login_before_starttls_is_refused_by_the_client(haraka: HarakaInstance) -> None:
+    """Haraka offers AUTH in plaintext to a loopback client; the client keeps the
+    password off the wire all the same."""
+    async with anyio_smtp.connect(
+        haraka.host, haraka.port, ehlo_domain="client.example.test"
+    ) as smtp:
+        assert not smtp.tls
+        assert "STARTTLS" in smtp.capabilities
+        assert "PLAIN" in smtp.capabilities.auth_mechanisms
+        with pytest.raises(InsecureAuthError):
+            await smtp.login(ALICE, haraka.users[ALICE])
 
 
 async def test_unauthenticated_recipients_are_refused(haraka: HarakaInstance) -> None:

@@ -16,6 +16,8 @@ Listeners, on 127.0.0.1 and on ports chosen at start-up:
 * ``port``: plain SMTP, STARTTLS offered (``tls`` plugin), AUTH PLAIN/LOGIN
   (``auth/flat_file``); PIPELINING is Haraka's own. Recipients are accepted only
   once the session is authenticated, unless ``accept_unauthenticated`` is set.
+  ``auth/flat_file`` offers AUTH on a plaintext session too, because a loopback client
+  counts as a private network for it (elsewhere it waits for TLS).
 * ``smtps_port`` (if ``implicit_tls``): the same with TLS from the first byte.
 
 With ``tls=False`` (the benchmark's set-up) there is only the plain port: no STARTTLS,

@@ -106,7 +106,10 @@ def _checked(options: Options, seconds: float, failures: int, first: list[str]) 
     if options.messages and failures >= options.messages:
         reason = first[0] if first else "unknown"
         return options.result(error=f"every message failed; the first: {reason}")
-    return options.result(messages=options.messages, seconds=seconds, failures=failures)
+    extra = {"first_failure": first[0]} if failures and first else {}
+    return options.result(
+        messages=options.messages, seconds=seconds, failures=failures, extra=extra
+    )
 
 
 # -- anyio_smtp ----------------------------------------------------------------------

@@ -11,6 +11,10 @@ Scenarios (each client runs in a process of its own, started by this script):
     peak memory, against ``socket.sendall`` of the pre-encoded bytes;
 (d) ``SMTPPool`` with 8 connections through the relay against one connection.
 
+Extras, run only when asked for with ``--only``: (e) DATA against BDAT in
+``send_many``; (f) the same clients as (a) against a real Haraka 3.3.4 on
+loopback (``tests/integration/servers/haraka.py``; ``.ci/run`` installs it).
+
 The sink is Postfix's ``smtp-sink`` when it is installed, else ``sink.py``.
 Every process this script starts is stopped by its pid when it ends, also on
 Ctrl-C, SIGTERM or an error.  See ``benchmarks/README.md``.
@@ -39,7 +43,7 @@ from dataclasses import dataclass, field
 from importlib import metadata, util
 from pathlib import Path
 from types import FrameType
-from typing import Final, TextIO
+from typing import Any, Final, TextIO
 
 from common import MIB, Result, cpu_count, cpu_model, dot_stuff, write_large_message
 
@@ -457,6 +461,7 @@ class Settings:
     stream_size: int
     repeats: int
     rtt_ms: float
+    haraka_messages: int = 200
     connections: int = 8
 
 
@@ -891,6 +896,120 @@ def scenario_e(report: Report, runner: Runner, processes: Processes, settings: S
         report()
 
 
+def start_haraka(folder: Path) -> tuple[Any, Sink]:
+    """A private Haraka on a free loopback port: plain SMTP, no TLS, no AUTH, every
+    recipient accepted, every message written to a folder, nothing leaving loopback."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests.integration.servers.haraka import HARAKA_VERSION, HarakaInstance
+
+    haraka = HarakaInstance(tls=False, accept_unauthenticated=True, log_level="notice")
+    haraka.start(folder / "haraka")
+    return haraka, Sink(
+        "Haraka",
+        haraka.port,
+        f"Haraka {HARAKA_VERSION} (Node.js; PIPELINING, 8BITMIME, SMTPUTF8, SIZE; "
+        "no CHUNKING), plain TCP, no AUTH, messages written to a Maildir-style folder",
+    )
+
+
+#: (f): the floors pipeline blindly (they count replies, they do not read them), so
+#: they cannot talk to a server that refuses commands; the real clients only.
+HARAKA_CLIENTS: Final = tuple(client for client in BATCH_CLIENTS if client not in FLOORS)
+
+
+def _delivered_rate(result: Result) -> float:
+    return (result.messages - result.failures) / result.seconds if result.seconds > 0 else 0.0
+
+
+def scenario_f(report: Report, runner: Runner, folder: Path, settings: Settings) -> None:
+    """Extra: the batch clients against a real Haraka on loopback."""
+    report.progress("  (f) starting Haraka")
+    try:
+        haraka, sink = start_haraka(folder)
+    except (ImportError, RuntimeError) as error:
+        report("### (f) Extra: Haraka")
+        report()
+        report(f"Haraka could not be started: {error}")
+        report()
+        return
+    try:
+        arguments = {
+            client: [
+                "--port",
+                str(sink.port),
+                "--messages",
+                str(settings.haraka_messages),
+                "--recipients",
+                "1",
+                "--warmup",
+                "5",
+            ]
+            for client in HARAKA_CLIENTS
+        }
+        rows = runner.measure("(f) Haraka", HARAKA_CLIENTS, "batch", arguments, settings.repeats)
+    finally:
+        haraka.stop()
+    leaks = haraka.leaks()
+    report(
+        f"### (f) Extra: {sink.description}: 1 KiB messages, 1 recipient, one connection, "
+        f"{settings.haraka_messages} messages, best of {settings.repeats}"
+    )
+    report()
+    by_client = {row.client: row for row in rows}
+    smtplib_rate = max((_delivered_rate(r) for r in by_client["smtplib"].ok), default=0.0)
+    header = [
+        "client",
+        "how",
+        "msg/s",
+        "runs (msg/s)",
+        "ms per message",
+        "refused",
+        "delivered msg/s",
+        "delivered vs smtplib",
+    ]
+    table: list[list[str]] = []
+    notes: list[str] = []
+    for row in rows:
+        cells = [row.label, HOW.get(row.client, "")]
+        if row.error is not None:
+            table.append([*cells, "—", "", "—", "—", "—", "—"])
+            notes.append(f"- {row.label}: {row.error}")
+            continue
+        best = max(row.ok, key=lambda result: result.rate)
+        delivered = max(_delivered_rate(result) for result in row.ok)
+        cells += [
+            _number(best.rate),
+            row.spread(),
+            f"{1000 / best.rate:.1f}" if best.rate else "—",
+            f"{best.failures} of {best.messages}",
+            _number(delivered),
+            "—" if row.client == "smtplib" else _ratio(delivered, smtplib_rate),
+        ]
+        table.append(cells)
+        reason = best.extra.get("first_failure")
+        if reason:
+            notes.append(f"- {row.label}: first refusal: {reason}")
+    for line in _table(header, table, right=2):
+        report(line)
+    report()
+    for note in notes:
+        report(note)
+    if notes:
+        report()
+    report(
+        "msg/s counts every message sent, refused or not; 'delivered' only those Haraka "
+        "accepted (each is in its Maildir)."
+    )
+    report()
+    report(
+        "Haraka check: its log shows no DNS query and no outbound delivery."
+        if not leaks
+        else f"WARNING: Haraka's log shows {len(leaks)} DNS or outbound lines: {leaks[0]}"
+    )
+    report()
+
+
 # -- the whole run -------------------------------------------------------------------
 
 
@@ -926,6 +1045,10 @@ def _header(report: Report, sink: Sink | None, only: set[str]) -> None:
         report(f"- Sink: {sink.description}: {used}")
     if "e" in only:
         report("- Sink of (e): benchmarks/sink.py with CHUNKING")
+    if "f" in only:
+        report(
+            "- Server of (f): a private Haraka on loopback (tests/integration/servers/haraka.py)"
+        )
     command = shlex.join(["python", "benchmarks/run.py", *sys.argv[1:]])
     report(f"- Command: `{command}`")
     report()
@@ -955,11 +1078,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--relay-messages", type=int, help="messages per run in (b) (default 200)")
     parser.add_argument("--pool-messages", type=int, help="messages per run in (d) (default 400)")
     parser.add_argument("--stream-mib", type=float, help="size of the message in (c) (default 50)")
+    parser.add_argument("--haraka-messages", type=int, help="messages per run in (f) (default 200)")
     parser.add_argument("--repeats", type=int, help="runs of each client (default 3)")
     parser.add_argument(
         "--only",
         default="a,b,c,d",
-        help="scenarios to run, e.g. 'a,c' (default a,b,c,d; 'e' is an extra: DATA vs BDAT)",
+        help=(
+            "scenarios to run, e.g. 'a,c' (default a,b,c,d; extras: 'e' DATA vs BDAT, "
+            "'f' a real Haraka)"
+        ),
     )
     parser.add_argument(
         "--sink",
@@ -976,7 +1103,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     arguments = parser.parse_args(argv)
     only = {part.strip().lower() for part in arguments.only.split(",") if part.strip()}
-    unknown = only - {"a", "b", "c", "d", "e"}
+    unknown = only - {"a", "b", "c", "d", "e", "f"}
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     if arguments.chunking and arguments.sink == "smtp-sink":
@@ -989,6 +1116,7 @@ def main(argv: list[str] | None = None) -> int:
         stream_size=int((arguments.stream_mib or (8 if quick else 50)) * MIB),
         repeats=arguments.repeats or (1 if quick else 3),
         rtt_ms=arguments.rtt_ms,
+        haraka_messages=arguments.haraka_messages or (40 if quick else 200),
     )
     if arguments.profile_dir is not None:
         arguments.profile_dir.mkdir(parents=True, exist_ok=True)
@@ -1035,6 +1163,8 @@ def main(argv: list[str] | None = None) -> int:
             scenario_d(report, runner, relay_port, settings, targets)
         if "e" in only:
             scenario_e(report, runner, processes, settings)
+        if "f" in only:
+            scenario_f(report, runner, folder, settings)
         _summary(report, targets, time.monotonic() - started)
     return 0
 

@@ -1,4 +1,4 @@
-"""Session-wide real SMTP peers on loopback: a private Postfix + Dovecot, and aiosmtpd.
+"""Session-wide real SMTP peers on loopback: a private Postfix + Dovecot, Haraka and aiosmtpd.
 
 The fixtures are synchronous and session-scoped, so they serve tests on every async
 backend. They never skip: a server that cannot start is an error.
@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from .servers.aiosmtpd_server import AiosmtpdServer
+from .servers.haraka import HarakaInstance
 from .servers.postfix import DEFAULT_USERS, PostfixFactory, PostfixInstance
 from .servers.tls import LoopbackCertificates
 
@@ -107,3 +108,27 @@ def aiosmtpd_implicit_tls(
             users=DEFAULT_USERS,
         )
     )
+
+
+@pytest.fixture(scope="session")
+def haraka(
+    tmp_path_factory: pytest.TempPathFactory,
+    loopback_certificates: LoopbackCertificates,
+) -> Iterator[HarakaInstance]:
+    """A private Haraka 3.3.4 on loopback: STARTTLS, AUTH PLAIN/LOGIN, implicit TLS.
+
+    Recipients are accepted once the session is authenticated; every message goes to
+    its Maildir-style folder (one file per message). Nothing leaves the machine: at the
+    end of the session its log must show no DNS query and no outbound delivery.
+    Messages of earlier tests stay: look for a unique marker.
+    """
+    instance = HarakaInstance()
+    instance.start(tmp_path_factory.mktemp("haraka"), certificates=loopback_certificates)
+    logger.info("Haraka started in %.2f s", instance.startup_seconds or 0.0)
+    try:
+        yield instance
+    finally:
+        instance.stop()
+    leaks = instance.leaks()
+    if leaks:
+        raise RuntimeError("Haraka reached beyond loopback:\n" + "\n".join(leaks[:20]))

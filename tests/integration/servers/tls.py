@@ -7,8 +7,6 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-import trustme
-
 #: Names the server certificate is valid for.
 SERVER_IDENTITIES: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
 
@@ -32,6 +30,10 @@ class LoopbackCertificates:
     @classmethod
     def create(cls, directory: Path) -> LoopbackCertificates:
         """Make a new CA and server certificate and write them below ``directory``."""
+        # Imported here: modules that only use the type (the benchmark's Haraka without
+        # TLS) then work without the test dependencies installed.
+        import trustme
+
         directory.mkdir(parents=True, exist_ok=True)
         ca = trustme.CA(organization_name="anyio_smtp test CA")
         leaf = ca.issue_cert(*SERVER_IDENTITIES)

@@ -8,42 +8,47 @@
 ...         await smtp.send_mail("user@example.com", ["friend@example.org"], message)
 """
 
-from . import audit
-from ._client import QUIT_TIMEOUT, SendResult, SMTPClient
-from ._connect import SessionOpener, connect, connect_lmtp, connect_starttls, connect_stream
-from ._errors import (
-    AuthenticationError,
-    ConnectError,
-    DataRefusedError,
-    DeliveryUnknownError,
-    ExtensionNotSupportedError,
-    InsecureAuthError,
-    InvalidArgumentError,
-    InvalidMessageError,
-    LocalProtocolError,
-    MessageTooLargeError,
-    ProtocolError,
-    RecipientsRefusedError,
-    RemoteProtocolError,
-    ReplyError,
-    SenderRefusedError,
-    ServerDisconnectedError,
-    ServiceUnavailableError,
-    SessionClosedError,
-    SMTPError,
-    SMTPTimeoutError,
-    StartTLSInjectionError,
-    TLSCertificateError,
-    TLSError,
-)
-from ._pool import SMTPPool
-from ._protocol.capabilities import Capabilities
-from ._protocol.params import DSN, Recipient
-from ._protocol.replies import EnhancedStatus, Reply
-from ._protocol.state import SessionState
-from ._result import SendBatch
-from ._timeouts import DEFAULT_TIMEOUT, Timeouts
-from ._types import BatchItem, MessageBody
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from . import audit
+    from ._client import QUIT_TIMEOUT, SendResult, SMTPClient
+    from ._connect import SessionOpener, connect, connect_lmtp, connect_starttls, connect_stream
+    from ._errors import (
+        AuthenticationError,
+        ConnectError,
+        DataRefusedError,
+        DeliveryUnknownError,
+        ExtensionNotSupportedError,
+        InsecureAuthError,
+        InvalidArgumentError,
+        InvalidMessageError,
+        LocalProtocolError,
+        MessageTooLargeError,
+        ProtocolError,
+        RecipientsRefusedError,
+        RemoteProtocolError,
+        ReplyError,
+        SenderRefusedError,
+        ServerDisconnectedError,
+        ServiceUnavailableError,
+        SessionClosedError,
+        SMTPError,
+        SMTPTimeoutError,
+        StartTLSInjectionError,
+        TLSCertificateError,
+        TLSError,
+    )
+    from ._pool import SMTPPool
+    from ._protocol.capabilities import Capabilities
+    from ._protocol.params import DSN, Recipient
+    from ._protocol.replies import EnhancedStatus, Reply
+    from ._protocol.state import SessionState
+    from ._result import SendBatch
+    from ._timeouts import DEFAULT_TIMEOUT, Timeouts
+    from ._types import BatchItem, MessageBody
 
 __version__ = "0.1.0.dev0"
 
@@ -94,3 +99,73 @@ __all__ = (
     "connect_starttls",
     "connect_stream",
 )
+
+#: Where each public name lives.  ``import anyio_smtp`` loads none of these
+#: modules; the first use of a name loads its module (and what that needs),
+#: so a program that imports the package and sends mail later, or never,
+#: pays only for what it uses.
+_HOMES = {
+    "audit": "anyio_smtp.audit",
+    "QUIT_TIMEOUT": "anyio_smtp._client",
+    "SendResult": "anyio_smtp._client",
+    "SMTPClient": "anyio_smtp._client",
+    "connect": "anyio_smtp._connect",
+    "connect_lmtp": "anyio_smtp._connect",
+    "connect_starttls": "anyio_smtp._connect",
+    "connect_stream": "anyio_smtp._connect",
+    "SessionOpener": "anyio_smtp._connect",
+    "AuthenticationError": "anyio_smtp._errors",
+    "ConnectError": "anyio_smtp._errors",
+    "DataRefusedError": "anyio_smtp._errors",
+    "DeliveryUnknownError": "anyio_smtp._errors",
+    "ExtensionNotSupportedError": "anyio_smtp._errors",
+    "InsecureAuthError": "anyio_smtp._errors",
+    "InvalidArgumentError": "anyio_smtp._errors",
+    "InvalidMessageError": "anyio_smtp._errors",
+    "LocalProtocolError": "anyio_smtp._errors",
+    "MessageTooLargeError": "anyio_smtp._errors",
+    "ProtocolError": "anyio_smtp._errors",
+    "RecipientsRefusedError": "anyio_smtp._errors",
+    "RemoteProtocolError": "anyio_smtp._errors",
+    "ReplyError": "anyio_smtp._errors",
+    "SenderRefusedError": "anyio_smtp._errors",
+    "ServerDisconnectedError": "anyio_smtp._errors",
+    "ServiceUnavailableError": "anyio_smtp._errors",
+    "SessionClosedError": "anyio_smtp._errors",
+    "SMTPError": "anyio_smtp._errors",
+    "SMTPTimeoutError": "anyio_smtp._errors",
+    "StartTLSInjectionError": "anyio_smtp._errors",
+    "TLSCertificateError": "anyio_smtp._errors",
+    "TLSError": "anyio_smtp._errors",
+    "SMTPPool": "anyio_smtp._pool",
+    "Capabilities": "anyio_smtp._protocol.capabilities",
+    "DSN": "anyio_smtp._protocol.params",
+    "Recipient": "anyio_smtp._protocol.params",
+    "EnhancedStatus": "anyio_smtp._protocol.replies",
+    "Reply": "anyio_smtp._protocol.replies",
+    "SessionState": "anyio_smtp._protocol.state",
+    "SendBatch": "anyio_smtp._result",
+    "DEFAULT_TIMEOUT": "anyio_smtp._timeouts",
+    "Timeouts": "anyio_smtp._timeouts",
+    "BatchItem": "anyio_smtp._types",
+    "MessageBody": "anyio_smtp._types",
+}
+
+
+if not TYPE_CHECKING:
+    # Hidden from type checkers, which see the imports above: a misspelt name
+    # stays an error for them instead of becoming Any.
+
+    def __getattr__(name: str) -> object:
+        home = _HOMES.get(name)
+        if home is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        import importlib
+
+        module = importlib.import_module(home)
+        value = module if name == "audit" else getattr(module, name)
+        globals()[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(globals()) | set(__all__))

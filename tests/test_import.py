@@ -12,6 +12,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 #: Never loaded by ``import anyio_smtp``.
 NOT_LOADED = (
     "email",
@@ -48,13 +50,64 @@ def _modules_after(code: str) -> dict[str, list[str]]:
     return result
 
 
-def test_a_plain_import_leaves_the_heavy_modules_unloaded() -> None:
-    modules = _modules_after("import anyio_smtp")
+def test_a_plain_import_loads_nothing_of_the_package_yet() -> None:
+    # The public names are loaded on first use (module __getattr__), so a
+    # program that imports the package at start-up pays nothing until it sends.
+    modules = _modules_after("import anyio_smtp\nassert anyio_smtp.__version__")
+    ours = {name for name in modules["all"] if name.startswith("anyio_smtp.")}
+    assert ours == set(), sorted(ours)
+
+
+def test_the_client_leaves_the_heavy_modules_unloaded() -> None:
+    modules = _modules_after(
+        "import anyio_smtp\n"
+        "from anyio_smtp import SMTPClient, SMTPPool, connect, connect_starttls\n"
+    )
     loaded = set(modules["all"])
-    assert "anyio_smtp._client" in loaded
+    assert {"anyio_smtp._client", "anyio_smtp._pool", "anyio_smtp._connect"} <= loaded
     assert loaded.isdisjoint(NOT_LOADED), sorted(loaded.intersection(NOT_LOADED))
     added = loaded - set(modules["anyio"])
     assert added.isdisjoint(NOT_ADDED), sorted(added.intersection(NOT_ADDED))
+
+
+def test_every_public_name_resolves_and_is_listed() -> None:
+    import anyio_smtp
+
+    names = set(anyio_smtp.__all__) - {"__version__"}
+    assert names == set(anyio_smtp._HOMES)
+    for name in sorted(names):
+        value = getattr(anyio_smtp, name)
+        assert value is not None
+        if isinstance(value, type):
+            assert value.__module__.startswith("anyio_smtp.")
+    assert set(anyio_smtp.__all__) <= set(dir(anyio_smtp))
+    star = _modules_after("from anyio_smtp import *\nassert SMTPPool and audit and Reply")
+    assert "anyio_smtp._pool" in star["all"]
+
+
+def test_an_unknown_name_is_an_attribute_error() -> None:
+    import anyio_smtp
+
+    with pytest.raises(AttributeError, match="not_a_name"):
+        anyio_smtp.not_a_name  # type: ignore[attr-defined]  # noqa: B018
+
+
+def test_the_names_type_checkers_see_are_the_names_loaded() -> None:
+    # The imports under TYPE_CHECKING (what type checkers and the API reference
+    # see) and the table of homes must say the same.
+    import ast
+    from pathlib import Path
+
+    import anyio_smtp
+
+    tree = ast.parse(Path(anyio_smtp.__file__).read_text(encoding="utf-8"))
+    seen: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            home = "anyio_smtp" + ("." + node.module if node.module else "")
+            for alias in node.names:
+                seen[alias.name] = home if node.module else f"anyio_smtp.{alias.name}"
+    assert seen == anyio_smtp._HOMES
 
 
 def test_the_audit_events_are_reachable_after_a_plain_import() -> None:

@@ -20,6 +20,7 @@ import anyio_smtp
 from anyio_smtp import SendResult, SMTPClient, SMTPError
 from anyio_smtp._transaction import BatchItem
 
+from .messages import marker_of, numbered_message
 from .servers.postfix import DeliveredMessage, PostfixInstance
 
 ALICE = "alice@example.test"
@@ -69,24 +70,13 @@ class Tap(ByteStream):
         return self.inner.extra_attributes
 
 
-def marker_of(run: str, index: int) -> str:
-    return f"{run}-{index:03d}"
-
-
 def recipient(index: int) -> str:
     return f"batch{index}@example.test"
 
 
 def message(run: str, index: int) -> tuple[bytes, bytes]:
     """The message as sent (CRLF) and its body as the Maildir keeps it (LF)."""
-    mark = marker_of(run, index)
-    body = BODY.format(index=index, run=run, marker=mark)
-    headers = (
-        f"From: {ALICE}\r\nTo: {recipient(index)}\r\nSubject: {mark}\r\n"
-        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
-        "Content-Transfer-Encoding: 8bit\r\n\r\n"
-    )
-    return (headers + body).encode(), body.replace("\r\n", "\n").encode()
+    return numbered_message(BODY, ALICE, recipient(index), run, index, stored_newline="\n")
 
 
 async def connect(postfix: PostfixInstance, *, keep: bool = True) -> tuple[Tap, SMTPClient]:

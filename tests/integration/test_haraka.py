@@ -28,6 +28,7 @@ from anyio_smtp import (
 )
 from anyio_smtp._transaction import BatchItem
 
+from .messages import marker_of, numbered_message
 from .servers.haraka import HarakaInstance
 
 ALICE = "alice@example.test"
@@ -45,25 +46,13 @@ BODY = (
 )
 
 
-def marker_of(run: str, index: int) -> str:
-    return f"{run}-{index:03d}"
-
-
 def recipient(index: int) -> str:
     return f"haraka{index}@example.org"
 
 
 def message(run: str, index: int) -> tuple[bytes, bytes]:
     """The message as sent, and its body as Haraka stores it (CRLF line endings)."""
-    mark = marker_of(run, index)
-    body = BODY.format(index=index, run=run, marker=mark)
-    headers = (
-        f"From: {ALICE}\r\nTo: {recipient(index)}\r\nSubject: {mark}\r\n"
-        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
-        "Content-Transfer-Encoding: 8bit\r\n\r\n"
-    )
-    stored = body.replace("\r\n", "\n").replace("\n", "\r\n")
-    return (headers + body).encode(), stored.encode()
+    return numbered_message(BODY, ALICE, recipient(index), run, index, stored_newline="\r\n")
 
 
 def batch_of(run: str, count: int = COUNT) -> list[BatchItem]:

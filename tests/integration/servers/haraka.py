@@ -32,35 +32,32 @@ installs it (``npm install --omit=dev --ignore-scripts haraka@3.3.4``).
 from __future__ import annotations
 
 import contextlib
-import email.parser
-import email.policy
 import json
 import logging
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from email.message import EmailMessage
 from pathlib import Path
 from types import TracebackType
 
-from .postfix import (
-    _smtp_greets,
-    _spawn,
-    _tail_text,
-    _wait_for_session_exit,
-    _wait_or_terminate,
+from ._process import (
+    HOST,
+    free_loopback_ports,
+    spawn,
+    tail_text,
+    wait_for_greetings,
+    wait_for_session_exit,
+    wait_or_terminate,
 )
+from .maildir import MaildirMessage, clear_maildir, read_maildir
 from .tls import LoopbackCertificates
 
 logger = logging.getLogger(__name__)
-
-HOST = "127.0.0.1"
 
 #: The Haraka release the tests are written against.
 HARAKA_VERSION = "3.3.4"
@@ -151,33 +148,17 @@ def _node_version(node: str) -> tuple[int, ...]:
         raise RuntimeError(f"{node} --version printed {text!r}\n{INSTALL_INSTRUCTIONS}") from None
 
 
-@dataclass(frozen=True)
-class StoredMessage:
+class StoredMessage(MaildirMessage):
     """One message file of the Maildir: two envelope lines written by the plugin
     (``Return-Path``, ``X-Envelope-To``), then the message as Haraka queued it (CRLF
     line endings, dot-unstuffed, Haraka's ``Received`` header on top)."""
 
-    path: Path
-    data: bytes
-
-    @property
-    def body(self) -> bytes:
-        """Everything after the first blank line, byte for byte (CRLF line endings)."""
-        _, separator, body = self.data.partition(b"\r\n\r\n")
-        if not separator:
-            raise ValueError(f"{self.path} has no blank line between header and body")
-        return body
+    newline = b"\r\n"
 
     @property
     def envelope_recipients(self) -> tuple[str, ...]:
         value = self.parsed()["X-Envelope-To"]
         return tuple(part.strip() for part in str(value or "").split(","))
-
-    def parsed(self) -> EmailMessage:
-        parser = email.parser.BytesParser(policy=email.policy.default)
-        message = parser.parsebytes(self.data)
-        assert isinstance(message, EmailMessage)
-        return message
 
 
 class HarakaInstance:
@@ -209,7 +190,7 @@ class HarakaInstance:
         self._installation: HarakaInstallation | None = None
         self._base_dir: Path | None = None
         self._certificates: LoopbackCertificates | None = None
-        self._ports: tuple[int, int] | None = None
+        self._ports: tuple[int, ...] | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self.startup_seconds: float | None = None
 
@@ -303,14 +284,12 @@ class HarakaInstance:
         self._install()
         # Ports are free when chosen but not reserved; a rare clash is retried.
         for attempt in range(3):
-            self._ports = _free_loopback_ports()
+            self._ports = free_loopback_ports(2)
             self._write_configuration()
             try:
                 self._run(deadline=time.monotonic() + timeout)
             except BaseException as error:
-                clash = isinstance(error, RuntimeError) and "EADDRINUSE" in _tail_text(
-                    self.log_path
-                )
+                clash = isinstance(error, RuntimeError) and "EADDRINUSE" in tail_text(self.log_path)
                 try:
                     self.stop()
                 except RuntimeError as stop_error:
@@ -340,10 +319,10 @@ class HarakaInstance:
         if process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
-        problems = _wait_or_terminate(process, timeout)
+        problems = wait_or_terminate(process, timeout)
         self._process = None
         # start_new_session made Haraka a session leader: wait for anything it started.
-        problems += _wait_for_session_exit(process.pid, timeout)
+        problems += wait_for_session_exit(process.pid, timeout)
         with contextlib.suppress(FileNotFoundError):
             self.pid_path.unlink()
         if problems:
@@ -366,28 +345,14 @@ class HarakaInstance:
 
     def messages(self) -> list[StoredMessage]:
         """The messages stored so far (only complete ones: they are renamed into new/)."""
-        files: list[tuple[int, str, Path]] = []
-        with contextlib.suppress(FileNotFoundError):
-            for entry in os.scandir(self.maildir / "new"):
-                if entry.is_file(follow_symlinks=False):
-                    files.append((entry.stat().st_mtime_ns, entry.name, Path(entry.path)))
-        files.sort()
-        result: list[StoredMessage] = []
-        for _, _, path in files:
-            with contextlib.suppress(FileNotFoundError):
-                result.append(StoredMessage(path=path, data=path.read_bytes()))
-        return result
+        return read_maildir(StoredMessage, self.maildir, ("new",))
 
     def messages_containing(self, marker: bytes) -> list[StoredMessage]:
         return [message for message in self.messages() if marker in message.data]
 
     def clear(self) -> None:
         """Delete every stored message."""
-        for sub in ("new", "cur"):
-            with contextlib.suppress(FileNotFoundError):
-                for entry in os.scandir(self.maildir / sub):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(entry.path)
+        clear_maildir(self.maildir, ("new", "cur"))
 
     def leaks(self) -> list[str]:
         """Log lines showing a DNS query or outbound delivery (there must be none).
@@ -401,7 +366,7 @@ class HarakaInstance:
         return [line for line in text.splitlines() if _is_leak(line)]
 
     def log_tail(self, lines: int = 40) -> str:
-        text = _tail_text(self.log_path, lines) if self._base_dir is not None else ""
+        text = tail_text(self.log_path, lines) if self._base_dir is not None else ""
         return f"--- last lines of {self.log_path.name} ---\n{text or '(empty)'}"
 
     # ----------------------------------------------------------------- set-up
@@ -487,29 +452,15 @@ class HarakaInstance:
         installation = self._installation
         assert installation is not None
         self.log_path.write_bytes(b"")
-        self._process = _spawn(
+        self._process = spawn(
             [str(installation.node), str(installation.haraka_bin), "-c", str(self.instance_dir)],
             self.log_path,
         )
         self.pid_path.write_text(f"{self._process.pid}\n", encoding="ascii")
-        pending: list[tuple[int, ssl.SSLContext | None]] = [(self.port, None)]
+        listeners: list[tuple[int, ssl.SSLContext | None]] = [(self.port, None)]
         if self.implicit_tls:
-            pending.append((self.smtps_port, self.client_ssl_context()))
-        while pending:
-            if self._process.poll() is not None:
-                raise RuntimeError(
-                    f"Haraka exited with code {self._process.returncode} during start-up\n"
-                    f"{self.log_tail()}"
-                )
-            port, context = pending[0]
-            if _smtp_greets(port, context):
-                pending.pop(0)
-                continue
-            if time.monotonic() >= deadline:
-                raise RuntimeError(
-                    f"Haraka did not greet on {HOST}:{port} in time\n{self.log_tail()}"
-                )
-            time.sleep(0.02)
+            listeners.append((self.smtps_port, self.client_ssl_context()))
+        wait_for_greetings("Haraka", self._process, listeners, deadline, self.log_tail)
 
 
 def _is_leak(line: str) -> bool:
@@ -522,13 +473,3 @@ def _is_leak(line: str) -> bool:
         return True
     # Our plugin answers the reverse-DNS hook with "localhost" for every client.
     return " disconnect ip=" in line and " rdns=localhost " not in line
-
-
-def _free_loopback_ports() -> tuple[int, int]:
-    with (
-        socket.socket(socket.AF_INET, socket.SOCK_STREAM) as first,
-        socket.socket(socket.AF_INET, socket.SOCK_STREAM) as second,
-    ):
-        first.bind((HOST, 0))
-        second.bind((HOST, 0))
-        return first.getsockname()[1], second.getsockname()[1]

@@ -18,8 +18,6 @@ nothing ever leaves the machine.
 from __future__ import annotations
 
 import contextlib
-import email.parser
-import email.policy
 import grp
 import logging
 import os
@@ -32,17 +30,24 @@ import stat
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from email.message import EmailMessage
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
+from ._process import (
+    HOST,
+    free_loopback_ports,
+    last_lines,
+    spawn,
+    tail_text,
+    wait_for_greetings,
+    wait_for_session_exit,
+    wait_or_terminate,
+)
+from .maildir import MaildirMessage, clear_maildir, read_maildir
 from .tls import LoopbackCertificates
 
 logger = logging.getLogger(__name__)
-
-HOST = "127.0.0.1"
 
 #: Accounts known to Dovecot. One password is ASCII, the other is non-ASCII UTF-8.
 DEFAULT_USERS: Mapping[str, str] = {
@@ -102,37 +107,14 @@ def find_binary(name: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class DeliveredMessage:
+class DeliveredMessage(MaildirMessage):
     """One message file from the Maildir, exactly as Postfix stored it.
 
     Postfix stores messages with LF line endings and prepends ``Return-Path``,
     ``X-Original-To``, ``Delivered-To`` and ``Received`` headers.
     """
 
-    path: Path
-    data: bytes
-
-    @property
-    def headers(self) -> bytes:
-        """The header block, without the blank line that ends it."""
-        head, _, _ = self.data.partition(b"\n\n")
-        return head + b"\n"
-
-    @property
-    def body(self) -> bytes:
-        """Everything after the first blank line, byte for byte (LF line endings)."""
-        _, separator, body = self.data.partition(b"\n\n")
-        if not separator:
-            raise ValueError(f"{self.path} has no blank line between header and body")
-        return body
-
-    def parsed(self) -> EmailMessage:
-        """The message parsed with the standard library's modern e-mail policy."""
-        parser = email.parser.BytesParser(policy=email.policy.default)
-        message = parser.parsebytes(self.data)
-        assert isinstance(message, EmailMessage)
-        return message
+    newline = b"\n"
 
 
 class PostfixInstance:
@@ -161,7 +143,7 @@ class PostfixInstance:
 
         self._base_dir: Path | None = None
         self._certificates: LoopbackCertificates | None = None
-        self._ports: tuple[int, int, int] | None = None
+        self._ports: tuple[int, ...] | None = None
         self._postfix: subprocess.Popen[bytes] | None = None
         self._postfix_master_pid: int | None = None
         self._dovecot: subprocess.Popen[bytes] | None = None
@@ -214,7 +196,7 @@ class PostfixInstance:
                     output = (result.stdout + result.stderr).decode(errors="replace")
                     raise RuntimeError(
                         f"{' '.join(argv)} failed with exit code {result.returncode}:\n"
-                        f"{_last_lines(output)}\n\n{instruction}"
+                        f"{last_lines(output)}\n\n{instruction}"
                     )
         still_missing = [name for name in ("postfix", "dovecot") if find_binary(name) is None]
         if still_missing:
@@ -319,7 +301,7 @@ class PostfixInstance:
         self._certificates = certificates or LoopbackCertificates.create(self.base_dir / "tls")
         # Ports are free when chosen but not reserved; a rare clash is retried.
         for attempt in range(3):
-            self._ports = _free_loopback_ports(3)
+            self._ports = free_loopback_ports(3)
             self._write_configuration()
             try:
                 self._start_dovecot(deadline=time.monotonic() + timeout)
@@ -330,7 +312,7 @@ class PostfixInstance:
                 except RuntimeError as stop_error:
                     logger.error("cleaning up after a failed start: %s", stop_error)
                 clash = isinstance(error, RuntimeError) and (
-                    "Address already in use" in _tail_text(self.maillog_path)
+                    "Address already in use" in tail_text(self.maillog_path)
                 )
                 if clash and attempt < 2:
                     logger.warning("port clash while starting Postfix, retrying: %s", error)
@@ -384,19 +366,7 @@ class PostfixInstance:
 
     def messages(self) -> list[DeliveredMessage]:
         """The messages delivered so far, oldest first."""
-        files: list[tuple[int, str, Path]] = []
-        for sub in ("new", "cur"):
-            folder = self.maildir / sub
-            with contextlib.suppress(FileNotFoundError):
-                for entry in os.scandir(folder):
-                    if entry.is_file(follow_symlinks=False):
-                        files.append((entry.stat().st_mtime_ns, entry.name, Path(entry.path)))
-        files.sort()
-        result: list[DeliveredMessage] = []
-        for _, _, path in files:
-            with contextlib.suppress(FileNotFoundError):
-                result.append(DeliveredMessage(path=path, data=path.read_bytes()))
-        return result
+        return read_maildir(DeliveredMessage, self.maildir, ("new", "cur"))
 
     def wait_for_messages(self, count: int, timeout: float = 10.0) -> list[DeliveredMessage]:
         """Poll the Maildir until at least ``count`` messages are there, and return them.
@@ -450,19 +420,13 @@ class PostfixInstance:
     def clear(self, *, drain_timeout: float = 10.0) -> None:
         """Let in-flight deliveries finish, then delete every delivered message."""
         self.wait_for_empty_queue(drain_timeout)
-        for sub in ("new", "cur", "tmp"):
-            folder = self.maildir / sub
-            with contextlib.suppress(FileNotFoundError):
-                for entry in os.scandir(folder):
-                    if entry.is_file(follow_symlinks=False):
-                        with contextlib.suppress(FileNotFoundError):
-                            os.unlink(entry.path)
+        clear_maildir(self.maildir, ("new", "cur", "tmp"))
 
     def log_tail(self, lines: int = 40) -> str:
         """The last lines of the Postfix and Dovecot logs, for error messages."""
         parts = []
         for path in (self.maillog_path, self.dovecot_log_path):
-            text = _tail_text(path, lines) if self._base_dir is not None else ""
+            text = tail_text(path, lines) if self._base_dir is not None else ""
             parts.append(f"--- last lines of {path.name} ---\n{text or '(empty)'}")
         return "\n".join(parts)
 
@@ -664,7 +628,7 @@ service auth {{
         dovecot = find_binary("dovecot")
         assert dovecot is not None
         config = self.base_dir / "dovecot" / "dovecot.conf"
-        self._dovecot = _spawn(
+        self._dovecot = spawn(
             [dovecot, "-F", "-c", str(config)], self.base_dir / "log" / "dovecot.out"
         )
         socket_path = self.queue_dir / "private" / "auth"
@@ -688,31 +652,16 @@ service auth {{
         assert postfix is not None
         # start-fg keeps the master a child of our child (no daemonising), so the
         # instance is reaped by the processes we wait for.
-        self._postfix = _spawn(
+        self._postfix = spawn(
             [postfix, "-c", str(self.config_dir), "start-fg"],
             self.base_dir / "log" / "postfix.out",
         )
-        client_context = self.client_ssl_context()
-        pending = [
+        listeners = [
             (self.plain_port, None),
             (self.submission_port, None),
-            (self.smtps_port, client_context),
+            (self.smtps_port, self.client_ssl_context()),
         ]
-        while pending:
-            if self._postfix.poll() is not None:
-                raise RuntimeError(
-                    f"postfix exited with code {self._postfix.returncode} during start-up\n"
-                    f"{self._start_logs()}"
-                )
-            port, context = pending[0]
-            if _smtp_greets(port, context):
-                pending.pop(0)
-                continue
-            if time.monotonic() >= deadline:
-                raise RuntimeError(
-                    f"Postfix did not answer on {HOST}:{port} in time\n{self._start_logs()}"
-                )
-            time.sleep(0.02)
+        wait_for_greetings("Postfix", self._postfix, listeners, deadline, self._start_logs)
         self._postfix_master_pid = _read_pid(self.queue_dir / "pid" / "master.pid")
 
     def _stop_postfix(self, timeout: float) -> None:
@@ -737,11 +686,11 @@ service auth {{
                     )
                 except subprocess.TimeoutExpired:
                     problems.append(f"'postfix stop' took more than {timeout} s")
-        problems += _wait_or_terminate(process, timeout)
+        problems += wait_or_terminate(process, timeout)
         self._postfix = None
         # The master made its own session; wait until every daemon in it has exited.
         if master_pid is not None:
-            problems += _wait_for_session_exit(master_pid, timeout)
+            problems += wait_for_session_exit(master_pid, timeout)
         self._postfix_master_pid = None
         if problems:
             raise RuntimeError(f"Postfix did not stop cleanly: {problems}")
@@ -751,10 +700,10 @@ service auth {{
         assert process is not None
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
-        problems = _wait_or_terminate(process, timeout)
+        problems = wait_or_terminate(process, timeout)
         self._dovecot = None
         # start_new_session made dovecot a session leader; wait for its children too.
-        problems += _wait_for_session_exit(process.pid, timeout)
+        problems += wait_for_session_exit(process.pid, timeout)
         if problems:
             raise RuntimeError(f"Dovecot did not stop cleanly: {problems}")
 
@@ -766,7 +715,7 @@ service auth {{
         parts.append(self.log_tail())
         for name in ("postfix.out", "dovecot.out"):
             path = self.base_dir / "log" / name
-            parts.append(f"--- last lines of {name} ---\n{_tail_text(path) or '(empty)'}")
+            parts.append(f"--- last lines of {name} ---\n{tail_text(path) or '(empty)'}")
         return "\n".join(parts)
 
 
@@ -790,115 +739,6 @@ def _services_not_started() -> Iterator[None]:
         yield
     finally:
         policy.unlink()
-
-
-def _spawn(argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
-    """Start a daemon with stdin from /dev/null and its output appended to a file."""
-    with open(log_path, "ab") as log:
-        return subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-        )
-
-
-def _wait_or_terminate(process: subprocess.Popen[bytes], timeout: float) -> list[str]:
-    """Wait for our child to exit; escalate to TERM then KILL (by its pid) if it hangs."""
-    problems: list[str] = []
-    for escalation in (None, signal.SIGTERM, signal.SIGKILL):
-        if escalation is not None:
-            problems.append(f"pid {process.pid} needed {escalation.name}")
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(escalation)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            continue
-        return problems
-    problems.append(f"pid {process.pid} did not exit")
-    return problems
-
-
-def _session_members(session_id: int) -> list[int]:
-    """Live (non-zombie) processes whose session id is ``session_id``."""
-    members: list[int] = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as stat_file:
-                raw = stat_file.read()
-        except OSError:
-            continue
-        # The command name may contain spaces and parentheses: split after the last ")".
-        fields = raw[raw.rfind(b")") + 2 :].split()
-        state, session = fields[0], int(fields[3])
-        if session == session_id and state not in (b"Z", b"X"):
-            members.append(int(entry.name))
-    return members
-
-
-def _wait_for_session_exit(session_id: int, timeout: float) -> list[str]:
-    """Wait until no live process is left in the session; KILL stragglers by pid."""
-    deadline = time.monotonic() + timeout
-    while True:
-        members = _session_members(session_id)
-        if not members:
-            return []
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(0.02)
-    for pid in members:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    return [f"killed leftover pids {members} of session {session_id}"]
-
-
-def _free_loopback_ports(count: int) -> tuple[int, int, int]:
-    sockets: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sockets.append(sock)
-            sock.bind((HOST, 0))
-        ports = [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-    return ports[0], ports[1], ports[2]
-
-
-def _smtp_greets(port: int, context: ssl.SSLContext | None) -> bool:
-    """Whether the listener accepts a connection and sends a 220 greeting."""
-    try:
-        with socket.create_connection((HOST, port), timeout=2.0) as raw:
-            if context is None:
-                reply = _read_reply(raw)
-                raw.sendall(b"QUIT\r\n")
-                return reply.startswith(b"220")
-            with context.wrap_socket(raw, server_hostname=HOST) as tls:
-                reply = _read_reply(tls)
-                tls.sendall(b"QUIT\r\n")
-                return reply.startswith(b"220")
-    except (OSError, ssl.SSLError):
-        return False
-
-
-def _read_reply(sock: socket.socket) -> bytes:
-    """Read one (possibly multi-line) SMTP reply."""
-    data = b""
-    while True:
-        chunk = sock.recv(4096)
-        if not chunk:
-            return data
-        data += chunk
-        lines = data.split(b"\r\n")
-        complete = lines[:-1]
-        if complete and len(complete[-1]) >= 4 and complete[-1][3:4] == b" ":
-            return data
 
 
 def _dovecot_auth_ready(path: Path) -> bool:
@@ -947,18 +787,6 @@ def _group_id(name: str) -> int:
     return grp.getgrnam(name).gr_gid
 
 
-def _tail_text(path: Path, lines: int = 40) -> str:
-    try:
-        with open(path, "rb") as log:
-            log.seek(0, os.SEEK_END)
-            size = log.tell()
-            log.seek(max(0, size - 64 * 1024))
-            text = log.read().decode(errors="replace")
-    except OSError:
-        return ""
-    return _last_lines(text, lines)
-
-
 def _first_problems(path: Path, limit: int = 10) -> list[str]:
     """The first distinct fatal/panic/error/warning lines of a log."""
     try:
@@ -975,10 +803,6 @@ def _first_problems(path: Path, limit: int = 10) -> list[str]:
                 if len(found) >= limit:
                     break
     return found
-
-
-def _last_lines(text: str, lines: int = 40) -> str:
-    return "\n".join(text.splitlines()[-lines:])
 
 
 def _truncate(path: Path) -> None:

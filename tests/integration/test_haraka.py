@@ -10,6 +10,7 @@ without waiting.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import aclosing
@@ -210,13 +211,20 @@ async def test_unauthenticated_recipients_are_refused(haraka: HarakaInstance) ->
 # -- many messages ---------------------------------------------------------------------------
 
 
-async def test_send_many_50_pipelined_over_starttls_and_auth(haraka: HarakaInstance) -> None:
+async def test_send_many_50_pipelined_over_starttls_and_auth(
+    haraka: HarakaInstance, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="anyio_smtp")
     run = uuid.uuid4().hex
     async with await opener(haraka)() as smtp:
         assert "PIPELINING" in smtp.capabilities
         async with aclosing(smtp.send_many(batch_of(run))) as results:
             outcomes = [outcome async for outcome in results]
     check_delivery(haraka, run, outcomes)
+    # The batch did meet Haraka's refusal of commands sent with an end of data,
+    # once, and went on one end of data per write.
+    switches = [r for r in caplog.records if "pipelined after the end" in r.getMessage()]
+    assert len(switches) == 1
 
 
 async def test_pool_send_many_delivers_each_message_once(haraka: HarakaInstance) -> None:

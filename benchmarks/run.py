@@ -182,6 +182,22 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: int = 1)
     return lines
 
 
+def _report_table(
+    report: Report,
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    notes: Sequence[str],
+) -> None:
+    """Report a table (columns from the third right-aligned), then its notes."""
+    for line in _table(header, rows, right=2):
+        report(line)
+    report()
+    for note in notes:
+        report(note)
+    if notes:
+        report()
+
+
 # -- processes -----------------------------------------------------------------------
 
 
@@ -700,13 +716,7 @@ def _stream_table(report: Report, rows: Sequence[Row], sink: Sink, settings: Set
         if row.failures():
             notes.append(f"- {row.label}: the message was refused")
         table.append(cells)
-    for line in _table(header, table, right=2):
-        report(line)
-    report()
-    for note in notes:
-        report(note)
-    if notes:
-        report()
+    _report_table(report, header, table, notes)
     floor = by_client["raw"].best_throughput()
     fastest = max((row.best_throughput() for row in rows if row.client != "raw"), default=0.0)
     if floor and fastest:
@@ -990,13 +1000,7 @@ def scenario_f(report: Report, runner: Runner, folder: Path, settings: Settings)
         reason = best.extra.get("first_failure")
         if reason:
             notes.append(f"- {row.label}: first refusal: {reason}")
-    for line in _table(header, table, right=2):
-        report(line)
-    report()
-    for note in notes:
-        report(note)
-    if notes:
-        report()
+    _report_table(report, header, table, notes)
     report(
         "msg/s counts every message sent, refused or not; 'delivered' only those Haraka "
         "accepted (each is in its Maildir)."

@@ -14,6 +14,7 @@ import pytest
 
 from .servers.aiosmtpd_server import AiosmtpdServer
 from .servers.haraka import HarakaInstance
+from .servers.haraka import ensure_installed as ensure_haraka_installed
 from .servers.postfix import DEFAULT_USERS, PostfixFactory, PostfixInstance
 from .servers.tls import LoopbackCertificates
 
@@ -122,6 +123,7 @@ def haraka(
     end of the session its log must show no DNS query and no outbound delivery.
     Messages of earlier tests stay: look for a unique marker.
     """
+    ensure_haraka_installed()
     instance = HarakaInstance()
     instance.start(tmp_path_factory.mktemp("haraka"), certificates=loopback_certificates)
     logger.info("Haraka started in %.2f s", instance.startup_seconds or 0.0)

@@ -267,3 +267,9 @@ async def test_haraka_stays_on_loopback(haraka: HarakaInstance) -> None:
     async with await opener(haraka)() as smtp:
         await smtp.send_mail(ALICE, "someone@gmail.com", message(uuid.uuid4().hex, 0)[0])
     assert haraka.leaks() == []
+
+
+def test_the_installer_installs_the_version_the_tests_expect() -> None:
+    from .servers.haraka import HARAKA_VERSION, INSTALLER
+
+    assert f"haraka_version={HARAKA_VERSION}\n" in INSTALLER.read_text(encoding="utf-8")

@@ -48,6 +48,7 @@ from types import TracebackType
 from ._process import (
     HOST,
     free_loopback_ports,
+    last_lines,
     spawn,
     tail_text,
     wait_for_greetings,
@@ -83,7 +84,7 @@ DEFAULT_USERS: Mapping[str, str] = {
 
 INSTALL_INSTRUCTIONS = (
     f"Haraka {HARAKA_VERSION} is needed by these tests. Install it once with\n"
-    "  bash .ci/run            (installs nodejs/npm if missing, then Haraka), or by hand:\n"
+    "  bash .ci/install-haraka  (installs Node.js 20 if missing, then Haraka), or by hand:\n"
     "  apt-get install nodejs npm\n"
     f"  mkdir -p {DEFAULT_INSTALL_DIR} && cd {DEFAULT_INSTALL_DIR} && "
     f"npm install --omit=dev --ignore-scripts haraka@{HARAKA_VERSION}\n"
@@ -102,6 +103,41 @@ class HarakaInstallation:
     @property
     def haraka_bin(self) -> Path:
         return self.package / "bin" / "haraka"
+
+
+#: Installs Node.js (when missing) and Haraka into ``DEFAULT_INSTALL_DIR``.
+INSTALLER = _REPOSITORY / ".ci" / "install-haraka"
+
+
+def ensure_installed() -> None:
+    """Install Haraka at the default location when it is not there yet.
+
+    As the Postfix fixture does with ``apt-get``: the test command works on a
+    fresh machine.  Nothing happens when ``$ANYIO_SMTP_HARAKA`` names an
+    installation, or when the right version is in place.
+    """
+    if os.environ.get(ENVIRONMENT_VARIABLE) or _installed_version(DEFAULT_LOCATION) == (
+        HARAKA_VERSION
+    ):
+        return
+    bash = shutil.which("bash")
+    if bash is None:
+        raise RuntimeError(f"bash is needed to install Haraka.\n{INSTALL_INSTRUCTIONS}")
+    logger.warning("installing the Haraka test peer: bash %s", INSTALLER)
+    result = subprocess.run([bash, str(INSTALLER)], capture_output=True, check=False, timeout=900)
+    if result.returncode != 0:
+        output = (result.stdout + result.stderr).decode(errors="replace")
+        raise RuntimeError(
+            f"{INSTALLER} failed with exit code {result.returncode}:\n"
+            f"{last_lines(output)}\n\n{INSTALL_INSTRUCTIONS}"
+        )
+
+
+def _installed_version(package: Path) -> str | None:
+    try:
+        return str(json.loads((package / "package.json").read_text(encoding="utf-8"))["version"])
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def find_haraka() -> HarakaInstallation:

@@ -92,8 +92,13 @@ def test_all_is_an_honest_sorted_tuple(module: object) -> None:
 def _names_bound_in(path: Path) -> set[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     names: set[str] = set()
-    for node in tree.body:
-        if isinstance(node, ast.ImportFrom | ast.Import):
+    body = list(tree.body)
+    for node in body:
+        if isinstance(node, ast.If):
+            # ``if TYPE_CHECKING:`` (names for type checkers, loaded on first use)
+            # and its ``else``: what is bound there is bound in the module too.
+            body += node.body + node.orelse
+        elif isinstance(node, ast.ImportFrom | ast.Import):
             for alias in node.names:
                 names.add((alias.asname or alias.name).split(".")[0])
         elif isinstance(node, ast.Assign):
@@ -111,7 +116,10 @@ def _names_bound_in(path: Path) -> set[str]:
 def test_every_public_name_of_init_is_in_all(module: object) -> None:
     path = Path(module.__file__)  # type: ignore[attr-defined]
     bound = _names_bound_in(path)
-    public = {name for name in bound if not name.startswith("_") and name != "annotations"}
+    # TYPE_CHECKING is a device for type checkers, not part of the API.
+    public = {
+        n for n in bound if not n.startswith("_") and n not in {"annotations", "TYPE_CHECKING"}
+    }
     assert public, "no names found in __init__.py"
     missing = public - set(module.__all__)  # type: ignore[attr-defined]
     assert not missing

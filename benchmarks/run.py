@@ -187,9 +187,11 @@ def _report_table(
     header: Sequence[str],
     rows: Sequence[Sequence[str]],
     notes: Sequence[str],
+    *,
+    right: int = 2,
 ) -> None:
-    """Report a table (columns from the third right-aligned), then its notes."""
-    for line in _table(header, rows, right=2):
+    """Report a table (columns from ``right`` on right-aligned), then its notes."""
+    for line in _table(header, rows, right=right):
         report(line)
     report()
     for note in notes:
@@ -806,13 +808,7 @@ def scenario_d(
         if row.failures():
             notes.append(f"- {row.label}: {row.failures()} messages were refused")
     header = ["client", "connections", "msg/s", "runs (msg/s)", "vs one connection"]
-    for line in _table(header, table, right=1):
-        report(line)
-    report()
-    for note in notes:
-        report(note)
-    if notes:
-        report()
+    _report_table(report, header, table, notes, right=1)
     for client in ("pool-asyncio", "pool-trio"):
         row = by_client[client]
         single = by_client[POOL_BASE[client]].best_rate()

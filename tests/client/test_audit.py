@@ -16,6 +16,7 @@ from anyio_smtp import (
     SenderRefusedError,
     ServiceUnavailableError,
     SessionClosedError,
+    SMTPClient,
 )
 from anyio_smtp.audit import (
     AuditEvent,
@@ -226,7 +227,15 @@ async def test_421_aborts_once_with_the_reply_text() -> None:
     assert "shutting down" in record.events[-1].reason  # type: ignore[attr-defined]
 
 
-async def test_cancellation_aborts_once() -> None:
+async def cancelled_send(*, data_sent: bool) -> tuple[Recorder, SMTPClient, bool]:
+    """``send_mail`` cancelled while it waits for a reply that never comes.
+
+    With ``data_sent`` the server takes the whole message before it goes
+    silent (the verdict is lost); without, it goes silent after MAIL, RCPT and
+    DATA (nothing of the data can have gone).
+
+    :return: the audit record, the client, and whether the stream was closed
+    """
     record = Recorder()
     waiting = anyio.Event()
 
@@ -234,6 +243,9 @@ async def test_cancellation_aborts_once() -> None:
         await peer.greet(PIPELINING_EHLO)
         for _ in range(3):  # MAIL, RCPT, DATA
             await peer.line()
+        if data_sent:
+            await peer.send("250 2.1.0 Ok", "250 2.1.5 Ok", "354 go ahead")
+            await peer.data()
         waiting.set()  # and never answer
         await peer.rest()
 
@@ -247,61 +259,26 @@ async def test_cancellation_aborts_once() -> None:
 
             group.start_soon(cancel_when_waiting)
             await smtp.send_mail(USER, ["bob@example.test"], BODY)
-        assert smtp.closed
-        assert stream.closed
+        return record, smtp, stream.closed
+
+
+async def test_cancellation_aborts_once() -> None:
+    record, smtp, stream_closed = await cancelled_send(data_sent=False)
+    assert smtp.closed
+    assert stream_closed
     assert record.names == ["connected", "greeting", "session-aborted"]
     assert record.events[-1] == SessionAborted("cancelled", record.events[-1].error)  # type: ignore[attr-defined]
 
 
 async def test_a_cancellation_after_the_data_tells_the_lost_verdict() -> None:
-    record = Recorder()
-    waiting = anyio.Event()
-
-    async def server(peer: Peer) -> None:
-        await peer.greet(PIPELINING_EHLO)
-        for _ in range(3):  # MAIL, RCPT, DATA
-            await peer.line()
-        await peer.send("250 2.1.0 Ok", "250 2.1.5 Ok", "354 go ahead")
-        await peer.data()
-        waiting.set()  # the message is complete, and its verdict never comes
-        await peer.rest()
-
-    async with scripted(server) as stream:
-        smtp = await anyio_smtp.connect_stream(stream, ehlo_domain="client.test", audit=record)
-        async with anyio.create_task_group() as group:
-
-            async def cancel_when_waiting() -> None:
-                await waiting.wait()
-                group.cancel_scope.cancel()
-
-            group.start_soon(cancel_when_waiting)
-            await smtp.send_mail(USER, ["bob@example.test"], BODY)
-        assert smtp.closed
+    record, smtp, _ = await cancelled_send(data_sent=True)
+    assert smtp.closed
     assert record.names == ["connected", "greeting", "session-aborted", "delivery-unknown"]
     assert record.events[3] == DeliveryUnknown(USER, ("bob@example.test",), record.events[3].reason)  # type: ignore[attr-defined]
 
 
 async def test_a_cancellation_before_the_data_ends_tells_no_lost_verdict() -> None:
-    record = Recorder()
-    waiting = anyio.Event()
-
-    async def server(peer: Peer) -> None:
-        await peer.greet(PIPELINING_EHLO)
-        for _ in range(3):  # MAIL, RCPT, DATA
-            await peer.line()
-        waiting.set()  # and never answer: no data can have gone
-        await peer.rest()
-
-    async with scripted(server) as stream:
-        smtp = await anyio_smtp.connect_stream(stream, ehlo_domain="client.test", audit=record)
-        async with anyio.create_task_group() as group:
-
-            async def cancel_when_waiting() -> None:
-                await waiting.wait()
-                group.cancel_scope.cancel()
-
-            group.start_soon(cancel_when_waiting)
-            await smtp.send_mail(USER, ["bob@example.test"], BODY)
+    record, _, _ = await cancelled_send(data_sent=False)
     assert "delivery-unknown" not in record.names
 
 

@@ -8,7 +8,8 @@ import sys
 from ._demo import run_demo
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser (also what its reference documentation is made from)."""
     parser = argparse.ArgumentParser(prog="python -m anyio_smtp")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
@@ -22,7 +23,11 @@ def main(argv: list[str] | None = None) -> int:
         default="both",
         help="which event loop to run on (default: both)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     backends = ("asyncio", "trio") if args.backend == "both" else (args.backend,)
     return run_demo(backends)
 

@@ -14,10 +14,12 @@ from ._protocol.replies import Reply
 
 __all__ = ("Outcome", "SendBatch", "SendResult", "queue_id_of", "with_index")
 
-# Queue ids in final replies: Postfix "queued as 4Xz...", Exim "id=1tX...-000A".
+# Queue ids in final replies: Postfix "queued as 4Xz...", Exim "id=1tX...-000A",
+# Haraka "Message Queued (8F1C...-4B2C.1)".
 _QUEUE_ID_PATTERNS = (
     re.compile(r"\bqueued as ([A-Za-z0-9]{6,})"),
     re.compile(r"\bid=([A-Za-z0-9-]{6,})"),
+    re.compile(r"\bQueued \(([A-Za-z0-9.-]{6,})\)"),
 )
 
 

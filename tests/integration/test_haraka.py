@@ -137,6 +137,8 @@ async def test_starttls_login_and_one_message_arrives_once(haraka: HarakaInstanc
         result = await smtp.send_mail(ALICE, [recipient(0)], data)
     assert result.reply.code == 250
     assert result.accepted == (recipient(0),)
+    assert result.queue_id is not None
+    assert result.queue_id in result.reply.message
     (stored,) = haraka.messages_containing(marker_of(run, 0).encode())
     assert stored.body == body
     assert stored.envelope_recipients == (recipient(0),)

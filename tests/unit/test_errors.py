@@ -381,3 +381,21 @@ def test_data_carrying_errors() -> None:
 def test_transient_and_permanent_flags(error: SMTPError, transient: bool, permanent: bool) -> None:
     assert error.is_transient is transient
     assert error.is_permanent is permanent
+
+
+@pytest.mark.parametrize(
+    ("text", "queue_id"),
+    [
+        ("2.0.0 Ok: queued as 4ABC123XYZ", "4ABC123XYZ"),
+        ("OK id=1tXabc-000A12-3B", "1tXabc-000A12-3B"),
+        (
+            "Message Queued (8F1C1E0E-3A6B-4B2C-9D1E-0A1B2C3D4E5F.1)",
+            "8F1C1E0E-3A6B-4B2C-9D1E-0A1B2C3D4E5F.1",
+        ),
+        ("2.0.0 Ok", None),
+    ],
+)
+def test_queue_ids_of_common_servers(text: str, queue_id: str | None) -> None:
+    from anyio_smtp._result import queue_id_of
+
+    assert queue_id_of(Reply(250, (text,))) == queue_id

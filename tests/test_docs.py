@@ -67,6 +67,8 @@ import anyio
 import anyio_smtp
 import anyio_smtp.auth
 from anyio_smtp.testing import SMTPTestServer
+
+Outcome = anyio_smtp.SendResult | anyio_smtp.SMTPError
 """
 
 CONTEXTS: dict[str, str] = {
@@ -74,7 +76,7 @@ CONTEXTS: dict[str, str] = {
     "client": _HEADER
     + """
 
-def record(item: anyio_smtp.BatchItem, outcome: anyio_smtp.SendResult | anyio_smtp.SMTPError) -> None:
+def record(item: anyio_smtp.BatchItem, outcome: Outcome) -> None:
     print(type(item).__name__, outcome)
 
 
@@ -91,7 +93,7 @@ async def snippet(
     "pool": _HEADER
     + """
 
-def record(item: anyio_smtp.BatchItem, outcome: anyio_smtp.SendResult | anyio_smtp.SMTPError) -> None:
+def record(item: anyio_smtp.BatchItem, outcome: Outcome) -> None:
     print(type(item).__name__, outcome)
 
 
@@ -126,7 +128,8 @@ class Block:
             return self.code, 1
         template = CONTEXTS[self.context]
         head = template.split("{body}")[0]
-        body = "".join(f"    {line}" if line.strip() else "\n" for line in self.code.splitlines(True))
+        lines = self.code.splitlines(keepends=True)
+        body = "".join(f"    {line}" if line.strip() else "\n" for line in lines)
         return template.replace("{body}", body.rstrip("\n")), head.count("\n") + 1
 
 
@@ -198,7 +201,8 @@ def _load(block: Block, tmp_path: Path) -> ModuleType:
     path = tmp_path / f"{block.name}.py"
     path.write_text(source, encoding="utf-8")
     spec = importlib.util.spec_from_file_location(block.name, path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[block.name] = module
     try:
@@ -280,7 +284,8 @@ def test_runnable_code_blocks_run(block: Block, backend: str, tmp_path: Path) ->
 
 def test_the_cli_reference_covers_every_command() -> None:
     spec = importlib.util.spec_from_file_location("docs_hooks", DOCS / "hooks.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     hooks = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(hooks)
     from anyio_smtp.__main__ import build_parser
@@ -301,13 +306,17 @@ def test_the_site_builds_and_documents_every_public_name(tmp_path: Path) -> None
     pytest.importorskip("mkdocs")
     pytest.importorskip("mkdocstrings")
     site = tmp_path / "site"
-    subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "-d", str(site)],
+    # Not --quiet: it hides the warnings from --strict too.
+    build = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(site)],
         cwd=ROOT,
         env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
-        check=True,
+        capture_output=True,
+        text=True,
+        check=False,
         timeout=120,
     )
+    assert build.returncode == 0, build.stderr
     for module, page in (
         (anyio_smtp, "anyio_smtp"),
         (anyio_smtp.auth, "auth"),

@@ -10,6 +10,7 @@ default and choices.  A command added to the parser appears without any change h
 from __future__ import annotations
 
 import argparse
+import html
 import os
 import re
 from collections.abc import Iterator
@@ -78,13 +79,15 @@ def _sections(
         yield f"**{_title(title)}**\n"
         if group.description:
             yield f"{_expand(group.description, parser.prog)}\n"
-        yield "| argument | description | default |\n|---|---|---|"
+        column = "command" if commands else "argument"
+        yield f"| {column} | description | default |\n|---|---|---|"
         for action in actions:
             if isinstance(action, argparse._SubParsersAction):
                 subcommands.extend(_subcommands(action))
                 for name, shown, help_text in _subcommand_rows(action):
                     target = anchor((*path, name))
-                    yield f"| [`{shown}`](#{target}) | {_cell(help_text)} | |"
+                    summary = _cell(html.escape(help_text, quote=False))
+                    yield f"| [`{shown}`](#{target}) | {summary} | |"
             else:
                 yield _row(action, parser.prog)
         yield ""
@@ -133,9 +136,9 @@ def _row(action: argparse.Action, prog: str) -> str:
     description = _expand(action.help or "", prog, action)
     if action.choices is not None:
         choices = ", ".join(f"`{choice}`" for choice in action.choices)
-        description = f"{description} Choices: {choices}."
+        description = f"{description}<br>Choices: {choices}."
     if action.required and action.option_strings:
-        description = f"{description} Required."
+        description = f"{description}<br>Required."
     return f"| {names} | {_cell(description)} | {_default(action)} |"
 
 
@@ -167,17 +170,22 @@ def _default(action: argparse.Action) -> str:
 
 
 def _expand(text: str, prog: str, action: argparse.Action | None = None) -> str:
-    """A help text with its ``%(...)s`` fields filled in, as ``--help`` shows it."""
+    """A help text with its ``%(...)s`` fields filled in, as ``--help`` shows it.
+
+    The text is plain text, so what Markdown or HTML would read as markup
+    (``<address>``) is escaped.
+    """
     if "%" not in text:
-        return text
+        return html.escape(text, quote=False)
     params: dict[str, object] = {"prog": prog}
     if action is not None:
         params.update(vars(action))
         if action.choices is not None:
             params["choices"] = ", ".join(str(choice) for choice in action.choices)
-    return text % params
+    return html.escape(text % params, quote=False)
 
 
 def _cell(text: str) -> str:
     """``text`` made safe for one cell of a Markdown table."""
-    return re.sub(r"\s*\n\s*", " ", text).replace("|", "\\|").strip()
+    text = re.sub(r"\s*\n\s*", " ", text).replace("|", "\\|").strip()
+    return text.removeprefix("<br>")

@@ -21,6 +21,7 @@ too when MkDocs is installed, to check that the API reference names every public
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import inspect
 import os
@@ -282,12 +283,17 @@ def test_runnable_code_blocks_run(block: Block, backend: str, tmp_path: Path) ->
 # -- the site ----------------------------------------------------------------------------
 
 
-def test_the_cli_reference_covers_every_command() -> None:
+def _hooks() -> ModuleType:
     spec = importlib.util.spec_from_file_location("docs_hooks", DOCS / "hooks.py")
     assert spec is not None
     assert spec.loader is not None
     hooks = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(hooks)
+    return hooks
+
+
+def test_the_cli_reference_covers_every_command() -> None:
+    hooks = _hooks()
     from anyio_smtp.__main__ import build_parser
 
     page = hooks.on_page_markdown(f"# Command line\n\n{hooks.MARKER}\n")
@@ -300,6 +306,32 @@ def test_the_cli_reference_covers_every_command() -> None:
                 assert f"`{parser.prog} {name}`" in page
                 assert f"{{ #cli-{name} }}" in page
     assert "--backend" in page
+
+
+def test_the_cli_reference_of_nested_commands_aliases_and_groups() -> None:
+    parser = argparse.ArgumentParser(prog="python -m anyio_smtp")
+    commands = parser.add_subparsers(dest="command", required=True)
+    send = commands.add_parser("send", aliases=["s"], help="send one message | or more")
+    send.add_argument("host", help="the server, <name> or <address>")
+    send.add_argument("--port", type=int, default=587, help="its port (default: %(default)s)")
+    send.add_argument("--to", action="append", required=True, metavar="<address>")
+    tls = send.add_argument_group("TLS", "how the connection is protected")
+    tls.add_argument("--tls", choices=["starttls", "implicit"], default="starttls")
+    send.add_subparsers(dest="how").add_parser("dry-run", help="say what would be sent")
+
+    page = _hooks().render(parser)
+
+    assert "## `python -m anyio_smtp` { #cli }" in page
+    assert "### `python -m anyio_smtp send` { #cli-send }" in page
+    assert "#### `python -m anyio_smtp send host dry-run` { #cli-send-dry-run }" in page
+    assert "| [`send (s)`](#cli-send) | send one message \\| or more | |" in page
+    assert "| [`dry-run`](#cli-send-dry-run) |" in page
+    assert "| `host` | the server, &lt;name&gt; or &lt;address&gt; |  |" in page
+    assert "| `--port PORT` | its port (default: 587) | `587` |" in page
+    assert "| `--to <address>` | Required. |  |" in page  # a code span shows it as it is
+    assert "**TLS**\n\nhow the connection is protected" in page
+    assert "Choices: `starttls`, `implicit`. | `starttls` |" in page
+    assert page.count("### `python -m anyio_smtp send`") == 1  # once, not once per alias
 
 
 def test_the_site_builds_and_documents_every_public_name(tmp_path: Path) -> None:

@@ -445,10 +445,10 @@ class SMTPClient:
         The envelope comes from Sender/From and To/Cc/Bcc, or from the
         Resent- fields when the message has one Resent- block; ``sender`` and
         ``recipients`` override it.  Bcc and Resent-Bcc are never transmitted.
-        Non-ASCII addresses make the message use SMTPUTF8.
+        Non-ASCII addresses make the message use SMTPUTF8.  It raises the
+        errors of :meth:`send_mail`.
 
         :return: as for :meth:`send_mail`
-        :raises: as for :meth:`send_mail`
         """
         options = Options(transfer, dsn, require_tls)
         return await self._send_one(
@@ -581,7 +581,8 @@ class SMTPClient:
 
         :return: the server's reply (normally 221)
         :raises SessionClosedError: the session was already closed
-        :raises ServerDisconnectedError, SMTPTimeoutError: no proper reply (closed anyway)
+        :raises ServerDisconnectedError: no proper reply (closed anyway)
+        :raises SMTPTimeoutError: no reply in time (closed anyway)
         """
         async with self._exclusive():
             self._session.check(Event.QUIT)

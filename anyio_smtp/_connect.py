@@ -225,13 +225,13 @@ def connect_starttls(
     but 220, or the handshake fails, the session is closed and nothing else is
     sent: there is no fallback to plaintext.
 
+    The other parameters, and the other errors it raises, are those of
+    :func:`connect`.
+
     :param allow_insecure_auth: accepted for symmetry with :func:`connect`
         (the session is always encrypted here)
     :raises ExtensionNotSupportedError: the server does not offer STARTTLS
     :raises StartTLSInjectionError: bytes followed the server's 220
-    :raises: the errors of :func:`connect`
-
-    The other parameters are those of :func:`connect`.
     """
     return _tcp_session(
         host,
@@ -263,14 +263,14 @@ def connect_stream(
     through a proxy, an in-memory stream in tests, or a stream already wrapped
     in TLS (then the session knows it is encrypted).  The client owns the
     stream from now on and closes it.  ``starttls()`` upgrades a plaintext
-    stream in place with ``anyio.streams.tls.TLSStream.wrap``.
+    stream in place with ``anyio.streams.tls.TLSStream.wrap``.  It raises the
+    errors of :func:`connect` other than ``ConnectError``.
 
     :param stream: the open stream; the server's greeting is read from it first
     :param tls_hostname: the name to verify in ``starttls()`` (it can also be
         passed there)
     :param lmtp: speak LMTP (RFC 2033), e.g. to a local delivery agent's Unix
         socket: LHLO, and one result per recipient after the data
-    :raises: the errors of :func:`connect` other than ``ConnectError``
     """
     timeouts = _check_options(
         timeout=timeout, ssl_context=None, ehlo_domain=ehlo_domain, tls_hostname=tls_hostname

@@ -43,6 +43,7 @@ import anyio_smtp.audit
 import anyio_smtp.auth
 import anyio_smtp.testing
 from anyio_smtp.testing import SMTPTestServer
+from tests.tools import need
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -167,7 +168,7 @@ def test_the_pages_have_code_blocks() -> None:
 
 
 def test_every_code_block_type_checks(tmp_path: Path) -> None:
-    api = pytest.importorskip("mypy.api")
+    api = need("mypy.api")
     files: dict[str, tuple[Block, int]] = {}
     for block in BLOCKS:
         source, first = block.source()
@@ -335,8 +336,8 @@ def test_the_cli_reference_of_nested_commands_aliases_and_groups() -> None:
 
 
 def test_the_site_builds_and_documents_every_public_name(tmp_path: Path) -> None:
-    pytest.importorskip("mkdocs")
-    pytest.importorskip("mkdocstrings")
+    need("mkdocs")
+    need("mkdocstrings")
     site = tmp_path / "site"
     # Not --quiet: it hides the warnings from --strict too.
     build = subprocess.run(

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import anyio_smtp
+from tests.tools import need
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSION = anyio_smtp.__version__
@@ -62,7 +63,7 @@ def _metadata(text: str) -> Message:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    pytest.importorskip("setuptools", minversion="77")
+    need("setuptools", minversion="77")
     base = tmp_path_factory.mktemp("packaging")
     tree = base / "tree"
     shutil.copytree(ROOT, tree, ignore=_NOT_SOURCE)

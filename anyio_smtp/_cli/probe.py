@@ -1,0 +1,4 @@
+"""placeholder"""
+from typing import Any
+def register(commands: Any) -> None:
+    pass

@@ -7,7 +7,7 @@ import enum
 import logging
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TextIO
 
 if TYPE_CHECKING:
     import ssl
@@ -25,7 +25,7 @@ __all__ = (
     "dump_json",
     "parse_target",
     "reply_json",
-    "transcript",
+    "Transcript",
 )
 
 
@@ -149,7 +149,7 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
 
 
 class _Colour(logging.Formatter):
-    _CODES = {"C": "\x1b[36m", "S": "\x1b[33m"}
+    _CODES: ClassVar[dict[str, str]] = {"C": "\x1b[36m", "S": "\x1b[33m"}
 
     def __init__(self, colour: bool) -> None:
         super().__init__("%(message)s")
@@ -164,7 +164,7 @@ class _Colour(logging.Formatter):
         return f"{code}{text}\x1b[0m" if code else text
 
 
-class transcript:  # noqa: N801 (used as a context manager, like a function)
+class Transcript:
     """While active, the library's ``anyio_smtp`` log records go to ``stream``."""
 
     def __init__(self, enabled: bool, stream: TextIO | None = None) -> None:

@@ -16,12 +16,12 @@ from ._common import (
     EXIT_CODES_EPILOG,
     CLIError,
     ExitCode,
+    Transcript,
     add_common_options,
     client_ssl_context,
     dump_json,
     parse_target,
     reply_json,
-    transcript,
 )
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ __all__ = ("register",)
 
 #: ``--quit-after`` steps, in session order.
 STEPS = ("connect", "greeting", "ehlo", "tls", "auth")
-DEFAULT_PASSWORD_ENV = "ANYIO_SMTP_PASSWORD"
+DEFAULT_PASSWORD_ENV = "ANYIO_SMTP_PASSWORD"  # noqa: S105 (a variable's name)
 #: Messages at least this large get a progress bar (when stderr is a terminal).
 PROGRESS_THRESHOLD = 1 << 20
 _CHUNK = 64 * 1024
@@ -336,7 +336,9 @@ def read_password(args: argparse.Namespace) -> str | None:
                 return file.readline().rstrip("\r\n")
         except (OSError, UnicodeDecodeError) as error:
             raise CLIError(f"can not read the password file {args.password_file}") from error
-    name = args.password_env or (DEFAULT_PASSWORD_ENV if DEFAULT_PASSWORD_ENV in os.environ else None)
+    name = args.password_env or (
+        DEFAULT_PASSWORD_ENV if DEFAULT_PASSWORD_ENV in os.environ else None
+    )
     if name is not None:
         if name not in os.environ:
             raise CLIError(f"the environment variable {name} is not set")
@@ -410,13 +412,12 @@ async def open_stream(where: Endpoint, ctx: ssl.SSLContext, timeout: float) -> A
     with anyio.fail_after(timeout):
         if where.socket is not None:
             return await anyio.connect_unix(where.socket)
-        assert where.host is not None and where.port is not None
+        assert where.host is not None
+        assert where.port is not None
+        if where.mode != "tls":
+            return await anyio.connect_tcp(where.host, where.port)
         return await anyio.connect_tcp(
-            where.host,
-            where.port,
-            tls=where.mode == "tls",
-            ssl_context=ctx if where.mode == "tls" else None,
-            tls_hostname=where.tls_hostname or where.host,
+            where.host, where.port, ssl_context=ctx, tls_hostname=where.tls_hostname or where.host
         )
 
 
@@ -459,7 +460,8 @@ async def open_session(
         return await anyio_smtp.connect_stream(
             stream, tls_hostname=where.tls_hostname, lmtp=lmtp, **common
         )
-    assert where.host is not None and where.port is not None
+    assert where.host is not None
+    assert where.port is not None
     tls = where.mode == "tls"
     if lmtp:
         return await anyio_smtp.connect_lmtp(
@@ -550,7 +552,11 @@ async def send(args: argparse.Namespace, password: str | None, message: bytes | 
                 await anyio.aclose_forcefully(stream)
         else:
             smtp = await open_session(
-                where, ctx, lmtp=args.lmtp, ehlo=args.ehlo, timeout=args.timeout,
+                where,
+                ctx,
+                lmtp=args.lmtp,
+                ehlo=args.ehlo,
+                timeout=args.timeout,
                 audit=session.audit,
             )
             async with smtp:
@@ -582,13 +588,9 @@ async def send(args: argparse.Namespace, password: str | None, message: bytes | 
                         )
                         lap("data")
                 await smtp.quit()
-    except (anyio_smtp.SMTPError, OSError, TimeoutError, CLIError) as caught:
+    except (anyio_smtp.SMTPError, OSError, TimeoutError, anyio.BrokenResourceError) as caught:
         error = caught
-    except Exception as caught:
-        import ssl
-
-        if not isinstance(caught, ssl.SSLError):
-            raise
+    except CLIError as caught:
         error = caught
     finally:
         if progress is not None:
@@ -655,16 +657,16 @@ def _outcome(
         code = ExitCode.SENT
         summary.insert(0, f"ok: stopped after {args.quit_after} ({data['server']})")
     else:
-        accepted = sum(item["accepted"] for item in per)
-        code = ExitCode.SENT if accepted == len(per) else ExitCode.PARTLY_REFUSED
-        if accepted == 0:
+        count = sum(1 for item in per if item["accepted"])
+        code = ExitCode.SENT if count == len(per) else ExitCode.PARTLY_REFUSED
+        if count == 0:
             code = ExitCode.REFUSED
         data["reply"] = reply_json(result.reply)
         data["queue_id"] = result.queue_id
         queue = f" as {result.queue_id}" if result.queue_id else ""
         summary.insert(
             0,
-            f"{OUTCOMES[code]}: {accepted} of {len(per)} recipients accepted{queue} "
+            f"{OUTCOMES[code]}: {count} of {len(per)} recipients accepted{queue} "
             f"({result.reply.code} {result.reply.message.splitlines()[0]})",
         )
     if session.tls_version:
@@ -696,7 +698,7 @@ def run(args: argparse.Namespace) -> int:
                 raise CLIError("at least one --to, --cc or --bcc is needed")
         password = read_password(args) if args.quit_after not in STEPS[:4] else None
         message = build_message(args) if args.quit_after is None else None
-        with transcript(args.verbose):
+        with Transcript(args.verbose):
             outcome = anyio.run(send, args, password, message, backend=args.backend)
     except CLIError as error:
         outcome = Outcome(
@@ -716,8 +718,11 @@ def run(args: argparse.Namespace) -> int:
         outcome = Outcome(
             ExitCode.USAGE,
             [f"usage-error: {error}"],
-            {"outcome": "usage-error", "exit_code": int(ExitCode.USAGE),
-             "error": {"type": type(error).__name__, "message": str(error)}},
+            {
+                "outcome": "usage-error",
+                "exit_code": int(ExitCode.USAGE),
+                "error": {"type": type(error).__name__, "message": str(error)},
+            },
         )
     if args.json:
         dump_json(outcome.data)

@@ -72,6 +72,12 @@ def register(commands: Any) -> None:
         "--maildir", metavar="DIR", help="deliver each message to this Maildir (tmp/new/cur)"
     )
     store.add_argument("--mbox", metavar="FILE", help="append each message to this mbox file")
+    parser.add_argument(
+        "--backend",
+        choices=("asyncio", "trio"),
+        default="asyncio",
+        help="the event loop to run on (default: asyncio)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -214,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
         if not 0 <= args.port < 65536:
             raise CLIError("--port must be from 0 to 65535")
         context, ca_path = _tls_contexts(args)
-        anyio.run(serve, args, context, ca_path)
+        anyio.run(serve, args, context, ca_path, backend=args.backend)
     except CLIError as error:
         print(f"anyio-smtp serve: {error}", file=sys.stderr)
         return int(error.code)

@@ -71,7 +71,14 @@ class CLIError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
-    """An argument parser whose usage errors exit with ``ExitCode.USAGE``."""
+    """An argument parser whose usage errors exit with ``ExitCode.USAGE``.
+
+    Abbreviated options are not accepted: ``--password`` is an error, never a prefix.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)

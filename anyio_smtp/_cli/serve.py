@@ -162,10 +162,24 @@ def _store(box: mailbox.Mailbox[Any], received: ReceivedMessage) -> None:
 
 
 async def serve(args: argparse.Namespace, context: Any, ca_path: str | None) -> None:
+    users = _users(args)
+    box = _open_store(args)
+    try:
+        await _serve(args, context, ca_path, users, box)
+    finally:
+        if box is not None:
+            box.close()
+
+
+async def _serve(
+    args: argparse.Namespace,
+    context: Any,
+    ca_path: str | None,
+    users: dict[str, str] | None,
+    box: mailbox.Mailbox[Any] | None,
+) -> None:
     from ..testing import SMTPTestServer
 
-    box = _open_store(args)
-    users = _users(args)
     server = SMTPTestServer(
         args.hostname,
         starttls_context=context if args.starttls else None,

@@ -36,9 +36,7 @@ def cli_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-async def cli(
-    *args: str, stdin: bytes | None = None, env: Mapping[str, str] | None = None
-) -> Run:
+async def cli(*args: str, stdin: bytes | None = None, env: Mapping[str, str] | None = None) -> Run:
     """``python -m anyio_smtp ARGS`` in a subprocess; its exit status and output."""
     process = await anyio.run_process(
         [sys.executable, "-m", "anyio_smtp", *args],
@@ -46,9 +44,7 @@ async def cli(
         check=False,
         env=cli_env(env),
     )
-    return Run(
-        process.returncode, process.stdout.decode("utf-8"), process.stderr.decode("utf-8")
-    )
+    return Run(process.returncode, process.stdout.decode("utf-8"), process.stderr.decode("utf-8"))
 
 
 def write_ca(path: Path) -> str:

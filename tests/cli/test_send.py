@@ -79,7 +79,9 @@ async def test_starttls_auth_password_file(tmp_path: Path, anyio_backend: str) -
     ca = write_ca(tmp_path / "ca.pem")
     password_file = tmp_path / "password"
     password_file.write_text(PASSWORD + "\n")
-    async with SMTPTestServer(starttls_context=tls_server_context(), users={USER: PASSWORD}) as server:
+    async with SMTPTestServer(
+        starttls_context=tls_server_context(), users={USER: PASSWORD}
+    ) as server:
         run = await cli(
             *send_args(server.port, backend=anyio_backend),
             "--starttls",
@@ -117,7 +119,9 @@ async def test_auth_password_from_environment(
 ) -> None:
     ca = write_ca(tmp_path / "ca.pem")
     extra = [] if variable == "ANYIO_SMTP_PASSWORD" else ["--password-env", variable]
-    async with SMTPTestServer(starttls_context=tls_server_context(), users={USER: PASSWORD}) as server:
+    async with SMTPTestServer(
+        starttls_context=tls_server_context(), users={USER: PASSWORD}
+    ) as server:
         run = await cli(
             *send_args(server.port, backend=anyio_backend),
             "--starttls",
@@ -144,7 +148,9 @@ async def test_auth_without_a_password_source_is_a_usage_error(anyio_backend: st
 
 async def test_wrong_password_is_refused(tmp_path: Path, anyio_backend: str) -> None:
     ca = write_ca(tmp_path / "ca.pem")
-    async with SMTPTestServer(starttls_context=tls_server_context(), users={USER: PASSWORD}) as server:
+    async with SMTPTestServer(
+        starttls_context=tls_server_context(), users={USER: PASSWORD}
+    ) as server:
         run = await cli(
             *send_args(server.port, backend=anyio_backend),
             "--starttls",
@@ -290,7 +296,9 @@ async def test_missing_from(anyio_backend: str) -> None:
 @pytest.mark.parametrize("step", ["connect", "greeting", "ehlo", "tls", "auth"])
 async def test_quit_after(tmp_path: Path, anyio_backend: str, step: str) -> None:
     ca = write_ca(tmp_path / "ca.pem")
-    async with SMTPTestServer(starttls_context=tls_server_context(), users={USER: PASSWORD}) as server:
+    async with SMTPTestServer(
+        starttls_context=tls_server_context(), users={USER: PASSWORD}
+    ) as server:
         run = await cli(
             "send",
             "--server",

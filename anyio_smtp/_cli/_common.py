@@ -93,7 +93,7 @@ class Target:
 
 def parse_target(text: str) -> Target:
     """``HOST``, ``HOST:PORT``, ``[IPV6]`` or ``[IPV6]:PORT``."""
-    host, port = text, ""
+    host, port, colon = text, "", False
     if text.startswith("["):
         end = text.find("]")
         if end < 0:
@@ -102,14 +102,15 @@ def parse_target(text: str) -> Target:
         if rest:
             if not rest.startswith(":"):
                 raise CLIError(f"unexpected {rest!r} after the address in {text!r}")
-            port = rest[1:]
+            port, colon = rest[1:], True
     elif text.count(":") == 1:
         host, port = text.split(":")
+        colon = True
     elif text.count(":") > 1:
         raise CLIError(f"write an IPv6 address in brackets: [{text}] or [{text}]:25")
     if not host:
         raise CLIError(f"no host in {text!r}")
-    if not port:
+    if not port and not colon:
         return Target(host, None)
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise CLIError(f"bad port {port!r}: a number from 1 to 65535")

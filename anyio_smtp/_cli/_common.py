@@ -18,6 +18,8 @@ __all__ = (
     "EXIT_CODES_EPILOG",
     "CLIError",
     "ExitCode",
+    "OUTCOMES",
+    "outcome_name",
     "Parser",
     "Target",
     "add_common_options",
@@ -48,18 +50,27 @@ class ExitCode(enum.IntEnum):
     DELIVERY_UNKNOWN = 6
 
 
+#: Each exit status's outcome, as ``--json`` names it, and what it means.
+OUTCOMES: dict[ExitCode, tuple[str, str]] = {
+    ExitCode.SENT: ("sent", "accepted for every recipient (probe: every check passed)"),
+    ExitCode.PARTLY_REFUSED: ("partly-refused", "accepted for some recipients, refused for others"),
+    ExitCode.REFUSED: (
+        "refused",
+        "refused for good (5xx): sender, every recipient, message or AUTH",
+    ),
+    ExitCode.TRANSIENT: ("transient-failure", "refused for now (4xx or 421): retrying may help"),
+    ExitCode.CONNECTION: ("connection-failure", "connection, timeout, TLS or certificate failure"),
+    ExitCode.USAGE: ("usage-error", "bad command line or bad input"),
+    ExitCode.DELIVERY_UNKNOWN: ("delivery-unknown", "the message went out, its verdict was lost"),
+}
+
 EXIT_CODES_EPILOG = "exit status:\n" + "\n".join(
-    f"  {code.value}  {code.name.lower().replace('_', '-'):<17} {meaning}"
-    for code, meaning in (
-        (ExitCode.SENT, "sent to every recipient (probe: all checks passed)"),
-        (ExitCode.PARTLY_REFUSED, "accepted for some recipients, refused for others"),
-        (ExitCode.REFUSED, "refused for good (5xx): sender, all recipients, message or AUTH"),
-        (ExitCode.TRANSIENT, "refused for now (4xx or 421): trying later may help"),
-        (ExitCode.CONNECTION, "connection, timeout, TLS or certificate failure"),
-        (ExitCode.USAGE, "bad command line or bad input"),
-        (ExitCode.DELIVERY_UNKNOWN, "the message went out but its verdict was lost"),
-    )
+    f"  {int(code)}  {name:<19} {meaning}" for code, (name, meaning) in OUTCOMES.items()
 )
+
+
+def outcome_name(code: ExitCode) -> str:
+    return OUTCOMES[code][0]
 
 
 class CLIError(Exception):

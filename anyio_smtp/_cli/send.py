@@ -20,6 +20,7 @@ from ._common import (
     add_common_options,
     client_ssl_context,
     dump_json,
+    outcome_name,
     parse_target,
     reply_json,
 )
@@ -512,17 +513,6 @@ class Outcome:
     data: dict[str, Any]
 
 
-OUTCOMES = {
-    ExitCode.SENT: "sent",
-    ExitCode.PARTLY_REFUSED: "partly-refused",
-    ExitCode.REFUSED: "refused",
-    ExitCode.TRANSIENT: "transient-failure",
-    ExitCode.CONNECTION: "connection-failure",
-    ExitCode.USAGE: "usage-error",
-    ExitCode.DELIVERY_UNKNOWN: "delivery-unknown",
-}
-
-
 async def send(args: argparse.Namespace, password: str | None, message: bytes | None) -> Outcome:
     import anyio_smtp
 
@@ -652,7 +642,7 @@ def _outcome(
     if error is not None:
         code = classify(error)
         data["error"] = {"type": type(error).__name__, "message": str(error)}
-        summary.insert(0, f"{OUTCOMES[code]}: {error}")
+        summary.insert(0, f"{outcome_name(code)}: {error}")
     elif result is None:
         code = ExitCode.SENT
         summary.insert(0, f"ok: stopped after {args.quit_after} ({data['server']})")
@@ -666,7 +656,7 @@ def _outcome(
         queue = f" as {result.queue_id}" if result.queue_id else ""
         summary.insert(
             0,
-            f"{OUTCOMES[code]}: {count} of {len(per)} recipients accepted{queue} "
+            f"{outcome_name(code)}: {count} of {len(per)} recipients accepted{queue} "
             f"({result.reply.code} {result.reply.message.splitlines()[0]})",
         )
     if session.tls_version:
@@ -674,7 +664,7 @@ def _outcome(
     data.setdefault("reply", None)
     data.setdefault("queue_id", None)
     data.setdefault("error", None)
-    data = {"outcome": OUTCOMES[code], "exit_code": int(code), "recipients": per, **data}
+    data = {"outcome": outcome_name(code), "exit_code": int(code), "recipients": per, **data}
     return Outcome(code, summary, data)
 
 
@@ -703,9 +693,9 @@ def run(args: argparse.Namespace) -> int:
     except CLIError as error:
         outcome = Outcome(
             error.code,
-            [f"{OUTCOMES[error.code]}: {error}"],
+            [f"{outcome_name(error.code)}: {error}"],
             {
-                "outcome": OUTCOMES[error.code],
+                "outcome": outcome_name(error.code),
                 "exit_code": int(error.code),
                 "error": {"type": "UsageError", "message": str(error)},
             },

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from anyio_smtp.__main__ import build_parser
-from anyio_smtp._cli._common import CLIError, ExitCode, Target, parse_target
+from anyio_smtp._cli._common import OUTCOMES, CLIError, ExitCode, Target, parse_target
 from anyio_smtp.testing import SMTPTestServer
 
 from .helpers import cli, cli_env
@@ -171,3 +171,9 @@ def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
     text = output.decode("utf-8", "replace")
     assert "MiB / 2.1 MiB" in text
     assert "/s" in text
+
+
+def test_the_readme_table_is_the_exit_codes() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    for code, (name, _) in OUTCOMES.items():
+        assert f"| {int(code)} | {name} |" in readme

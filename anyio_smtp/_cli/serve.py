@@ -64,8 +64,13 @@ def register(commands: Any) -> None:
         action="append",
         default=[],
         metavar="USER:PASSWORD",
-        help="accept AUTH for this user (repeatable); test accounts only, as the "
-        "value is visible to other local users",
+        help="accept AUTH for this user (repeatable); for throwaway accounts only, as "
+        "the command line is visible to other local users (see --auth-file)",
+    )
+    parser.add_argument(
+        "--auth-file",
+        metavar="FILE",
+        help="accept AUTH for each USER:PASSWORD line of FILE (kept off the command line)",
     )
     store = parser.add_mutually_exclusive_group()
     store.add_argument(
@@ -114,10 +119,19 @@ def _tls_contexts(args: argparse.Namespace) -> tuple[Any, str | None]:
 
 def _users(args: argparse.Namespace) -> dict[str, str] | None:
     users: dict[str, str] = {}
-    for item in args.auth:
+    entries = [("--auth", item) for item in args.auth]
+    if args.auth_file is not None:
+        try:
+            with open(args.auth_file, encoding="utf-8") as file:
+                lines = file.read().splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            raise CLIError(f"can not read the --auth-file {args.auth_file}") from error
+        entries += [(args.auth_file, line) for line in lines if line.strip()]
+    for origin, item in entries:
         user, colon, password = item.partition(":")
         if not colon or not user:
-            raise CLIError(f"bad --auth {item!r}: write it as USER:PASSWORD")
+            # Never echo the entry: it may hold a password.
+            raise CLIError(f"bad entry in {origin}: write each as USER:PASSWORD")
         users[user] = password
     return users or None
 
@@ -194,7 +208,9 @@ async def _serve(
             f"can not listen on {args.host}:{args.port}: {error.strerror or error}",
             ExitCode.CONNECTION,
         ) from error
-    async with listener, server, anyio.create_task_group() as group:
+    # The server's own listener is not used (it only binds 127.0.0.1 on a random port):
+    # sessions come from this listener, each served by serve_stream() in the task group.
+    async with listener, anyio.create_task_group() as group:
         from anyio.abc import SocketAttribute
 
         port = listener.extra(SocketAttribute.local_port)

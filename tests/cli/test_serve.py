@@ -6,6 +6,7 @@ from __future__ import annotations
 import mailbox
 import signal
 import ssl
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -121,9 +122,9 @@ async def test_serve_mbox(tmp_path: Path, anyio_backend: str) -> None:
 
 async def test_serve_starttls_auth_with_the_printed_ca(tmp_path: Path, anyio_backend: str) -> None:
     ca_path = tmp_path / "ca.pem"
-    async with serve(
-        "--starttls", "--auth", f"{USER}:{PASSWORD}", "--ca-out", str(ca_path)
-    ) as server:
+    users = tmp_path / "users"
+    users.write_text(f"other@example.test:other\n{USER}:{PASSWORD}\n")
+    async with serve("--starttls", "--auth-file", str(users), "--ca-out", str(ca_path)) as server:
         port = port_of(await server.line())
         assert await server.line() == f"CA certificate: {ca_path}"
         run = await cli(
@@ -154,9 +155,42 @@ async def test_serve_starttls_auth_with_the_printed_ca(tmp_path: Path, anyio_bac
     assert code == 0
 
 
+async def test_serve_implicit_tls_auth_on_the_command_line(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    ca_path = tmp_path / "ca.pem"
+    async with serve(
+        "--tls", "--auth", "dev:dev", "--ca-out", str(ca_path), "--backend", anyio_backend
+    ) as server:
+        port = port_of(await server.line())
+        await server.line()
+        context = ssl.create_default_context(cafile=str(ca_path))
+        async with anyio_smtp.connect("127.0.0.1", port, tls=True, ssl_context=context) as smtp:
+            await smtp.login("dev", "dev")
+            await smtp.send_mail("dev@example.test", ["x@example.test"], message("dev"))
+        assert (await server.line()).startswith("message 1: from <dev@example.test>")
+        code, _ = await server.stop()
+    assert code == 0
+
+
 async def test_serve_port_in_use(anyio_backend: str) -> None:
     async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener:
         port = listener.extra(anyio.abc.SocketAttribute.local_port)
         run = await cli("serve", "--port", str(port))
     assert run.code == ExitCode.CONNECTION, run
     assert f"can not listen on 127.0.0.1:{port}" in run.stderr
+
+
+def test_serve_tls_without_trustme_names_the_extra() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['trustme'] = None  # import trustme now raises ImportError\n"
+        "from anyio_smtp.__main__ import main\n"
+        "sys.exit(main(['serve', '--starttls', '--port', '0']))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), timeout=60
+    )
+    assert run.returncode == ExitCode.USAGE, run
+    assert "pip install 'anyio_smtp[demo]'" in run.stderr
+    assert run.stdout == ""

@@ -596,7 +596,8 @@ async def send(args: argparse.Namespace, password: str | None, message: bytes | 
     )
     data["authenticated_as"] = session.authenticated_as
     data["mechanism"] = session.mechanism
-    return _outcome(args, recipients, session, data, result, error)
+    listed = recipients if args.quit_after is None else []
+    return _outcome(args, listed, session, data, result, error)
 
 
 def _outcome(
@@ -679,6 +680,17 @@ def _dsn(args: argparse.Namespace) -> Any:
     return anyio_smtp.DSN(ret=args.dsn_ret, envid=args.dsn_envid, notify=notify)
 
 
+def check_steps(args: argparse.Namespace) -> None:
+    """Refuse combinations that can not do what they say, before connecting."""
+    where = endpoint(args)
+    if args.quit_after == "auth" and args.auth is None:
+        raise CLIError("--quit-after auth needs --auth USER")
+    if args.quit_after == "tls" and where.mode == "plain":
+        raise CLIError("--quit-after tls needs --starttls or --tls")
+    if where.socket is not None and where.mode == "starttls" and where.tls_hostname is None:
+        raise CLIError("--starttls over a Unix socket needs --tls-hostname NAME to verify")
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         if args.quit_after is None:
@@ -686,6 +698,7 @@ def run(args: argparse.Namespace) -> int:
                 raise CLIError("--from is needed to send a message (--from '' for <>)")
             if not (args.to or args.cc or args.bcc):
                 raise CLIError("at least one --to, --cc or --bcc is needed")
+        check_steps(args)
         password = read_password(args) if args.quit_after not in STEPS[:4] else None
         message = build_message(args) if args.quit_after is None else None
         with Transcript(args.verbose):

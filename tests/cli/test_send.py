@@ -389,3 +389,20 @@ async def test_dsn_not_offered_is_refused_before_mail(anyio_backend: str) -> Non
     assert run.code == ExitCode.REFUSED, run
     assert "DSN" in run.stdout
     assert not any(line.startswith("MAIL") for line in server.client_lines())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--server", "127.0.0.1:2525", "--quit-after", "auth"), "needs --auth"),
+        (("--server", "127.0.0.1:2525", "--plain", "--quit-after", "tls"), "needs --starttls"),
+        (("--socket", "/nonexistent.sock", "--starttls"), "--tls-hostname"),
+        (("--socket", "/nonexistent.sock", "--tls"), "Unix socket"),
+    ],
+)
+async def test_impossible_combinations(
+    anyio_backend: str, args: tuple[str, ...], message: str
+) -> None:
+    run = await cli("send", "--from", "a@example.test", "--to", "b@example.test", *args)
+    assert run.code == ExitCode.USAGE, run
+    assert message in run.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -550,10 +551,11 @@ async def send(args: argparse.Namespace, password: str | None, message: bytes | 
                 audit=session.audit,
             )
             async with smtp:
+                if smtp.tls:
+                    lap("tls")
                 lap("ehlo")
                 if where.mode == "starttls" and args.quit_after != "ehlo":
                     await smtp.starttls(ssl_context=ctx, tls_hostname=where.tls_hostname)
-                if smtp.tls:
                     lap("tls")
                 if args.quit_after not in ("ehlo", "tls"):
                     if args.auth is not None:
@@ -577,7 +579,9 @@ async def send(args: argparse.Namespace, password: str | None, message: bytes | 
                             require_tls=args.require_tls,
                         )
                         lap("data")
-                await smtp.quit()
+                with contextlib.suppress(anyio_smtp.SMTPError, OSError):
+                    # The outcome is known by now: a QUIT that fails does not change it.
+                    await smtp.quit()
     except (anyio_smtp.SMTPError, OSError, TimeoutError, anyio.BrokenResourceError) as caught:
         error = caught
     except CLIError as caught:

@@ -406,3 +406,33 @@ async def test_impossible_combinations(
     run = await cli("send", "--from", "a@example.test", "--to", "b@example.test", *args)
     assert run.code == ExitCode.USAGE, run
     assert message in run.stdout
+
+
+async def test_a_failed_quit_does_not_change_the_outcome(anyio_backend: str) -> None:
+    async with SMTPTestServer() as server:
+        server.reply("QUIT", "421 4.3.2 Gone", close=True)
+        run = await cli(*send_args(server.port, "--json", backend=anyio_backend))
+    assert run.code == ExitCode.SENT, run
+    assert run.json()["queue_id"] == server.messages[0].queue_id
+
+
+async def test_implicit_tls_quit_after_tls(tmp_path: Path, anyio_backend: str) -> None:
+    ca = write_ca(tmp_path / "ca.pem")
+    async with SMTPTestServer(tls_context=tls_server_context()) as server:
+        run = await cli(
+            "send",
+            "--server",
+            f"127.0.0.1:{server.port}",
+            "--tls",
+            "--ca-file",
+            ca,
+            "--quit-after",
+            "tls",
+            "--json",
+            "--backend",
+            anyio_backend,
+        )
+    assert run.code == ExitCode.SENT, run
+    result = run.json()
+    assert result["steps"] == ["tls", "ehlo"]
+    assert result["tls"]["version"].startswith("TLSv1.")

@@ -1,0 +1,128 @@
+"""The data phase of the test server: message data after ``DATA``, up to ``<CRLF>.<CRLF>``.
+
+The data stays in the session's buffer; the terminator is found with one
+``bytearray.find()`` per read and the data is un-stuffed with one ``bytes.replace()``, so
+no Python code loops over single bytes.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING
+
+from ._messages import ReceivedMessage
+
+if TYPE_CHECKING:
+    from ._session import Session
+
+__all__ = ("count_bare", "deliver", "receive_data")
+
+
+def count_bare(data: bytes | bytearray) -> int:
+    """Number of CR not followed by LF plus LF not preceded by CR."""
+    crlf = data.count(b"\r\n")
+    return (data.count(b"\r") - crlf) + (data.count(b"\n") - crlf)
+
+
+async def receive_data(session: Session) -> bool:
+    """Read message data up to the ``<CRLF>.<CRLF>`` terminator and answer it.
+
+    The data is kept in ``session.buf``, starting at ``session.pos``; offsets are relative
+    to ``session.pos`` because ``fill()`` may compact the buffer.
+
+    :return: ``False`` if the stream ended first
+    """
+    server = session.server
+    limit = server.size_limit
+    # Un-stuffing removes at most one octet per three, so wire data beyond this
+    # bound is certainly over the limit and need not be kept.
+    cap = None if limit is None else limit + limit // 2 + 1024
+    scan = 0
+    discarded = 0
+    bare = 0
+    buf = session.buf
+    while True:
+        start = session.pos
+        if not discarded and buf[start : start + 3] == b".\r\n":
+            content_end, end = start, start + 3
+            break
+        found = buf.find(b"\r\n.\r\n", start + scan)
+        if found >= 0:
+            content_end, end = found + 2, found + 5
+            break
+        scan = max(0, len(buf) - start - 4)
+        if cap is not None and len(buf) - start > cap:
+            # Too big: count and drop what we have, keeping a tail that may hold the
+            # start of the terminator (and never splitting a CRLF).
+            cut = len(buf) - 4
+            if buf[cut - 1 : cut] == b"\r":
+                cut -= 1
+            bare += count_bare(buf[start:cut])
+            discarded += cut - start
+            del buf[start:cut]
+            scan = 0
+        if not await session.fill():
+            session.note("connection closed during message data")
+            return False
+
+    raw = bytes(buf[start:end])
+    session.pos = end
+    if server.refuse_pipelined_after_data and len(buf) > end:
+        session.early_until = len(buf)
+    bare += count_bare(raw)
+    server.bare_line_ending_violations += bare
+    if server.transcript_data and not discarded:
+        for wire_line in raw.split(b"\r\n")[:-1]:
+            session.record("C", wire_line)
+    content = raw[: content_end - start]
+    data = (b"\r\n" + content).replace(b"\r\n.", b"\r\n")[2:] if b"." in content else content
+    deliver(session, data, raw, too_big=bool(discarded))
+    return True
+
+
+def deliver(session: Session, data: bytes, raw: bytes, *, too_big: bool) -> None:
+    """Answer the end of a message's data, and keep the message if the answer is 2xx.
+
+    :param data: the message content
+    :param raw: the message as it was on the wire
+    :param too_big: whether the data exceeded the size limit while it arrived
+    """
+    server = session.server
+    limit = server.size_limit
+    transaction = session.transaction
+    session.transaction = None
+    assert transaction is not None
+    queue_id = ""
+    if too_big or (limit is not None and len(data) > limit):
+        reply = session.fmt(552, "5.3.4", "Message size exceeds fixed limit")
+    else:
+        queue_id = secrets.token_hex(6).upper()
+        reply = session.ok("2.0.0", f"Ok: queued as {queue_id}")
+    rule = None
+    if server._rules.has("EOM"):
+        rule = server._rules.take("EOM", data.decode("utf-8", "replace"))
+    if rule is not None:
+        accepted = reply.startswith("2") and rule.text.startswith("2")
+        reply = rule.text
+        session.closing = rule.close
+    else:
+        accepted = reply.startswith("2")
+    if accepted:
+        if not transaction.eight_bit and not data.isascii():
+            server.eight_bit_violations += 1
+        server.messages.append(
+            ReceivedMessage(
+                sender=transaction.sender,
+                recipients=tuple(transaction.recipients),
+                data=data,
+                mail_options=transaction.mail_options,
+                rcpt_options=tuple(transaction.rcpt_options),
+                tls=session.tls,
+                authenticated_as=session.authenticated_as,
+                raw=raw,
+                session=session.index,
+                queue_id=queue_id,
+                helo=session.helo,
+            )
+        )
+    session.queue(reply)

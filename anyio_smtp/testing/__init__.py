@@ -4,6 +4,7 @@ The server here is independent of the client code in :mod:`anyio_smtp`; it depen
 on anyio and the standard library (``trustme`` is needed by :func:`throwaway_tls` only).
 """
 
+from ._faults import Fault
 from ._messages import ReceivedMessage, TranscriptLine
 from ._server import SUPPORTED_AUTH_MECHANISMS, SMTPTestServer
 from ._streams import MemoryByteStream, memory_stream_pair
@@ -11,6 +12,7 @@ from ._tls import throwaway_tls
 
 __all__ = (
     "SUPPORTED_AUTH_MECHANISMS",
+    "Fault",
     "MemoryByteStream",
     "ReceivedMessage",
     "SMTPTestServer",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 from typing import TYPE_CHECKING
 
+from ._faults import act, inject
 from ._messages import ReceivedMessage
 
 if TYPE_CHECKING:
@@ -41,14 +42,24 @@ async def receive_data(session: Session) -> bool:
     discarded = 0
     bare = 0
     buf = session.buf
+    fault, session.data_fault = session.data_fault, None
     while True:
         start = session.pos
         if not discarded and buf[start : start + 3] == b".\r\n":
             content_end, end = start, start + 3
-            break
-        found = buf.find(b"\r\n.\r\n", start + scan)
-        if found >= 0:
+            found = start
+        else:
+            found = buf.find(b"\r\n.\r\n", start + scan)
             content_end, end = found + 2, found + 5
+        if fault is not None and fault.after_bytes is not None:
+            # Act once after_bytes octets have arrived, unless the data ended before.
+            after = fault.after_bytes
+            if found >= 0 and discarded + end - start <= after:
+                fault = None
+            elif discarded + len(buf) - start >= after:
+                await act(session, fault, f"after {after} octets of DATA")
+                return False
+        if found >= 0:
             break
         scan = max(0, len(buf) - start - 4)
         if cap is not None and len(buf) - start > cap:
@@ -76,18 +87,24 @@ async def receive_data(session: Session) -> bool:
             session.record("C", wire_line)
     content = raw[: content_end - start]
     data = (b"\r\n" + content).replace(b"\r\n.", b"\r\n")[2:] if b"." in content else content
-    deliver(session, data, raw, too_big=bool(discarded))
-    return True
+    return await deliver(session, data, raw, too_big=bool(discarded))
 
 
-def deliver(session: Session, data: bytes, raw: bytes, *, too_big: bool) -> None:
+async def deliver(session: Session, data: bytes, raw: bytes, *, too_big: bool) -> bool:
     """Answer the end of a message's data, and keep the message if the answer is 2xx.
+
+    A fault at ``EOM`` that closes (close, stall, shutdown) drops the message.
 
     :param data: the message content
     :param raw: the message as it was on the wire
     :param too_big: whether the data exceeded the size limit while it arrived
+    :return: ``False`` if a fault closed the session
     """
     server = session.server
+    fault = server._faults.take("EOM", data.decode("utf-8", "replace"))
+    if fault is not None and await act(session, fault, "at EOM"):
+        session.transaction = None
+        return False
     limit = server.size_limit
     transaction = session.transaction
     session.transaction = None
@@ -126,3 +143,5 @@ def deliver(session: Session, data: bytes, raw: bytes, *, too_big: bool) -> None
             )
         )
     session.queue(reply)
+    inject(session, fault)
+    return True

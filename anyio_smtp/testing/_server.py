@@ -30,6 +30,7 @@ from anyio.abc import ByteStream, SocketAttribute, SocketStream, TaskGroup
 from anyio.streams.stapled import MultiListener
 
 from ._auth import SUPPORTED_AUTH_MECHANISMS
+from ._faults import DATA_POINTS, Fault, FaultBook, FaultRule
 from ._messages import ReceivedMessage, TranscriptLine
 from ._rules import Rule, RuleBook, check_reply, check_times
 from ._session import CONNECTION_ERRORS, Session
@@ -134,7 +135,12 @@ class SMTPTestServer:
         #: that closes between commands (with or without QUIT) is not noted here.
         self.session_errors: list[str] = []
 
+        #: The faults that have been acted out, in order, e.g.
+        #: ``"session 0: close after 100 octets of DATA"``.
+        self.fault_log: list[str] = []
+
         self._rules = RuleBook()
+        self._faults = FaultBook()
         self._listener: MultiListener[SocketStream] | None = None
         self._task_group: TaskGroup | None = None
         self._scopes: set[anyio.CancelScope] = set()
@@ -195,6 +201,51 @@ class SMTPTestServer:
     def clear_replies(self) -> None:
         """Drop all reply overrides."""
         self._rules.clear()
+
+    def fault(
+        self,
+        at: str,
+        fault: Fault,
+        *,
+        match: str | None = None,
+        times: int | None = 1,
+    ) -> None:
+        """Make the server misbehave at coming commands (see :class:`Fault`).
+
+        Faults are checked newest first, like reply overrides, and before them: a fault
+        that replaces the reply (close, stall, shutdown) wins over an override; with
+        delay and inject the reply is the override's if there is one. Each use is
+        noted in :attr:`fault_log`.
+
+        Examples: ``fault("MAIL", Fault.close())`` drops the connection when ``MAIL``
+        arrives; ``fault("DATA", Fault.close(after_bytes=100))`` drops it after 100
+        octets of message data; ``fault("RCPT", Fault.stall())`` stops answering;
+        ``fault("EHLO", Fault.delay(0.5))``; ``fault("GREETING", Fault.shutdown())``
+        greets with ``421`` and closes; ``fault("STARTTLS", Fault.inject(b"250 x\\r\\n"))``
+        sends bytes after the ``220`` before the handshake.
+
+        :param at: the command (case-insensitive), ``"GREETING"`` for the greeting, or
+            ``"EOM"`` for the reply to the end of message data
+        :param fault: what to do
+        :param match: a case-insensitive substring that must occur in the command's
+            argument (for ``EOM``: in the message data)
+        :param times: how many matching commands the fault applies to (the next one by
+            default); ``None`` for all
+        :raises ValueError: if ``after_bytes`` is used elsewhere than at ``DATA`` or
+            ``BDAT``, or ``times`` is not positive
+        """
+        point = at.upper()
+        if fault.after_bytes is not None:
+            if point not in DATA_POINTS:
+                raise ValueError("after_bytes applies at DATA or BDAT only")
+            if fault.kind not in ("close", "stall", "shutdown"):
+                raise ValueError("after_bytes applies to close, stall and shutdown only")
+        check_times(times)
+        self._faults.add(FaultRule(point, fault, match, times))
+
+    def clear_faults(self) -> None:
+        """Drop all faults that have not been used up."""
+        self._faults.clear()
 
     async def serve_stream(self, stream: ByteStream) -> None:
         """Run one SMTP session on an already open byte stream, in the calling task.
@@ -293,6 +344,10 @@ class SMTPTestServer:
             for entry in self.transcript
             if entry.direction == direction and (session is None or entry.session == session)
         ]
+
+    def _fault_fired(self, session: int, what: str) -> None:
+        self.fault_log.append(f"session {session}: {what}")
+        self._notify()
 
     def _notify(self) -> None:
         if self._changed is not None:

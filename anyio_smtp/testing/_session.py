@@ -23,6 +23,7 @@ from anyio.streams.tls import TLSStream
 from ._auth import authenticate
 from ._commands import HANDLERS, Outcome, Transaction, enhanced_codes, fmt
 from ._data import receive_data
+from ._faults import Fault, act, inject
 from ._rules import is_positive, split_reply
 
 if TYPE_CHECKING:
@@ -74,9 +75,12 @@ class Session:
         self.closing = False
         self.expect_data = False
         self.start_tls = False
+        self.auth_pending = False
         #: With ``refuse_pipelined_after_data``: the end (in ``buf``) of what
         #: arrived together with the last end of data.
         self.early_until: int | None = None
+        #: A fault with ``after_bytes`` for the data of the current command.
+        self.data_fault: Fault | None = None
 
     # -- replies and records -----------------------------------------------------------
 
@@ -175,6 +179,10 @@ class Session:
         server = self.server
         if server.tls_context is not None and not await self.handshake(server.tls_context):
             return
+        fault = server._faults.take("GREETING", "")
+        if fault is not None and await act(self, fault, "at GREETING"):
+            await self.flush()
+            return
         rule = server._rules.take("GREETING", "")
         if rule is not None:
             self.queue(rule.text)
@@ -182,6 +190,7 @@ class Session:
             self.closing = rule.close
         else:
             self.queue(f"220 {server.hostname} ESMTP test server ready")
+        inject(self, fault)
         while not self.closing:
             try:
                 line = await self.read_line()
@@ -236,10 +245,27 @@ class Session:
                 )
                 return
             self.early_until = None
+        self.data_fault = None
+        fault = server._faults.take(verb, arg)
+        if fault is not None:
+            if fault.after_bytes is not None:
+                self.data_fault = fault
+                fault = None
+            elif await act(self, fault, f"at {verb}"):
+                return
+        self.reply_to(verb, arg)
+        if verb == "AUTH" and self.auth_pending:
+            self.auth_pending = False
+            await authenticate(self, arg)
+        inject(self, fault)
+
+    def reply_to(self, verb: str, arg: str) -> None:
+        """Queue the reply to a command (an override's or the handler's) and apply it."""
+        server = self.server
         rule = server._rules.take(verb, arg)
 
         if verb == "AUTH" and rule is None and not self.refused:
-            await authenticate(self, arg)
+            self.auth_pending = True
             return
 
         if self.refused and verb != "QUIT":

@@ -6,7 +6,7 @@ on anyio and the standard library (``trustme`` is needed by :func:`throwaway_tls
 
 from ._faults import Fault
 from ._messages import ReceivedMessage, TranscriptLine
-from ._server import SUPPORTED_AUTH_MECHANISMS, SMTPTestServer
+from ._server import SUPPORTED_AUTH_MECHANISMS, TOKEN_AUTH_MECHANISMS, SMTPTestServer
 from ._streams import MemoryByteStream, memory_stream_pair
 from ._tls import throwaway_tls
 
@@ -16,6 +16,7 @@ __all__ = (
     "MemoryByteStream",
     "ReceivedMessage",
     "SMTPTestServer",
+    "TOKEN_AUTH_MECHANISMS",
     "TranscriptLine",
     "memory_stream_pair",
     "throwaway_tls",

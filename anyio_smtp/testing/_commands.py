@@ -88,7 +88,8 @@ def ehlo_lines(server: SMTPTestServer, tls: bool) -> list[str]:
     ]
     if server.starttls_context is not None and not tls:
         lines.append("STARTTLS")
-    if server.users is not None and server.auth_mechanisms and (tls or not server.auth_require_tls):
+    enabled = server.users is not None or server.tokens is not None
+    if enabled and server.auth_mechanisms and (tls or not server.auth_require_tls):
         lines.append("AUTH " + " ".join(server.auth_mechanisms))
     return lines
 

@@ -29,13 +29,13 @@ import anyio
 from anyio.abc import ByteStream, SocketAttribute, SocketStream, TaskGroup
 from anyio.streams.stapled import MultiListener
 
-from ._auth import SUPPORTED_AUTH_MECHANISMS
+from ._auth import DEFAULT_AUTH_MECHANISMS, SUPPORTED_AUTH_MECHANISMS, TOKEN_AUTH_MECHANISMS
 from ._faults import DATA_POINTS, Fault, FaultBook, FaultRule
 from ._messages import ReceivedMessage, TranscriptLine
 from ._rules import Rule, RuleBook, check_reply, check_times
 from ._session import CONNECTION_ERRORS, Session
 
-__all__ = ("SUPPORTED_AUTH_MECHANISMS", "SMTPTestServer")
+__all__ = ("SUPPORTED_AUTH_MECHANISMS", "TOKEN_AUTH_MECHANISMS", "SMTPTestServer")
 
 
 class SMTPTestServer:
@@ -56,9 +56,17 @@ class SMTPTestServer:
     :param starttls_context: server-side SSL context; enables ``STARTTLS``
     :param tls_context: server-side SSL context for implicit TLS: every session starts
         with a TLS handshake
-    :param users: user name to password; enables ``AUTH`` (``None`` disables it)
-    :param auth_mechanisms: the mechanisms to offer and accept, a subset of
+    :param users: user name to password, for ``PLAIN``, ``LOGIN``, ``CRAM-MD5`` and
+        ``SCRAM-SHA-256``; enables ``AUTH`` (``None`` disables it, unless ``tokens`` is
+        given)
+    :param auth_mechanisms: the mechanisms to offer and accept, in that order: any of
+        :data:`SUPPORTED_AUTH_MECHANISMS` and :data:`TOKEN_AUTH_MECHANISMS`; by default
         ``CRAM-MD5``, ``PLAIN`` and ``LOGIN``
+    :param tokens: user name to OAuth 2.0 access token, for ``XOAUTH2`` and
+        ``OAUTHBEARER`` (which must be listed in ``auth_mechanisms``); enables ``AUTH``.
+        A wrong token gets the mechanism's error challenge (base64 JSON), and ``535``
+        once the client has answered it. An OAUTHBEARER login without ``a=`` is the user
+        whose token it is
     :param auth_require_tls: refuse ``AUTH`` with ``538 5.7.11`` (and do not advertise it)
         on a connection without TLS
     :param require_auth: refuse ``MAIL`` with ``530 5.7.0`` until the client authenticated
@@ -81,7 +89,8 @@ class SMTPTestServer:
         starttls_context: ssl.SSLContext | None = None,
         tls_context: ssl.SSLContext | None = None,
         users: Mapping[str, str] | None = None,
-        auth_mechanisms: Iterable[str] = SUPPORTED_AUTH_MECHANISMS,
+        auth_mechanisms: Iterable[str] = DEFAULT_AUTH_MECHANISMS,
+        tokens: Mapping[str, str] | None = None,
         auth_require_tls: bool = True,
         require_auth: bool = False,
         size_limit: int | None = None,
@@ -90,9 +99,13 @@ class SMTPTestServer:
         refuse_pipelined_after_data: bool = False,
     ) -> None:
         mechanisms = tuple(mech.upper() for mech in auth_mechanisms)
-        unknown = [mech for mech in mechanisms if mech not in SUPPORTED_AUTH_MECHANISMS]
+        known = SUPPORTED_AUTH_MECHANISMS + TOKEN_AUTH_MECHANISMS
+        unknown = [mech for mech in mechanisms if mech not in known]
         if unknown:
             raise ValueError(f"unsupported AUTH mechanisms: {', '.join(unknown)}")
+        bearer = [mech for mech in mechanisms if mech in TOKEN_AUTH_MECHANISMS]
+        if bearer and tokens is None:
+            raise ValueError(f"the AUTH mechanisms {', '.join(bearer)} need tokens=")
         if size_limit is not None and size_limit < 0:
             raise ValueError("size_limit must not be negative")
         if max_line_length < 3:
@@ -104,6 +117,8 @@ class SMTPTestServer:
         self.starttls_context = starttls_context
         self.tls_context = tls_context
         self.users: dict[str, str] | None = None if users is None else dict(users)
+        #: User name to access token, for the bearer-token mechanisms.
+        self.tokens: dict[str, str] | None = None if tokens is None else dict(tokens)
         self.auth_mechanisms = mechanisms
         self.auth_require_tls = auth_require_tls
         self.require_auth = require_auth

@@ -7,10 +7,14 @@ library's client logs in with it, and that a wrong password or token is refused.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import ssl
+from collections.abc import Callable
 
 import anyio
+import anyio.abc
 import pytest
 
 import anyio_smtp
@@ -183,3 +187,99 @@ async def test_tokens_alone_enable_auth_and_mechanisms_are_checked() -> None:
 def test_bearer_mechanisms_need_tokens() -> None:
     with pytest.raises(ValueError, match="XOAUTH2 need tokens="):
         SMTPTestServer(users={USER: PASSWORD}, auth_mechanisms=["PLAIN", "XOAUTH2"])
+
+
+# -- the SCRAM exchange on the wire, with a client computed here ----------------------------
+
+
+class Wire:
+    def __init__(self, stream: anyio.abc.ByteStream) -> None:
+        self.stream = stream
+        self.buffer = b""
+
+    async def line(self) -> str:
+        while b"\r\n" not in self.buffer:
+            self.buffer += await self.stream.receive()
+        line, self.buffer = self.buffer.split(b"\r\n", 1)
+        return line.decode()
+
+    async def reply(self) -> str:
+        while True:
+            line = await self.line()
+            if line[3:4] != "-":
+                return line
+
+    async def ask(self, text: str) -> str:
+        await self.stream.send(text.encode() + b"\r\n")
+        return await self.reply()
+
+
+def scram_server() -> SMTPTestServer:
+    return SMTPTestServer(
+        users={USER: PASSWORD}, auth_mechanisms=["SCRAM-SHA-256"], auth_require_tls=False
+    )
+
+
+async def scram_exchange(first: str, final: Callable[[str, str], str]) -> list[str]:
+    """Run AUTH SCRAM-SHA-256 with ``first``; ``final(server_first, bare)`` answers."""
+    replies = []
+    async with scram_server() as server:
+        stream = await anyio.connect_tcp(server.host, server.port)
+        async with stream:
+            wire = Wire(stream)
+            await wire.reply()
+            await wire.ask("EHLO client.test")
+            b64 = base64.b64encode(first.encode()).decode()
+            reply = await wire.ask(f"AUTH SCRAM-SHA-256 {b64}")
+            replies.append(reply)
+            while reply.startswith("334 "):
+                challenge = base64.b64decode(reply[4:]).decode()
+                answer = final(challenge, first.split(",", 2)[2])
+                reply = await wire.ask(base64.b64encode(answer.encode()).decode())
+                replies.append(reply)
+    return replies
+
+
+def scram_final(password: str, *, nonce_suffix: str = "") -> Callable[[str, str], str]:
+    def final(challenge: str, bare: str) -> str:
+        if challenge.startswith("v="):
+            return ""
+        fields = dict(part.split("=", 1) for part in challenge.split(","))
+        salted = hashlib.pbkdf2_hmac(
+            "sha256", password.encode(), base64.b64decode(fields["s"]), int(fields["i"])
+        )
+        without_proof = f"c=biws,r={fields['r']}{nonce_suffix}"
+        auth_message = f"{bare},{challenge},{without_proof}".encode()
+        client_key = hmac.digest(salted, b"Client Key", "sha256")
+        signature = hmac.digest(hashlib.sha256(client_key).digest(), auth_message, "sha256")
+        proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
+        return f"{without_proof},p={base64.b64encode(proof).decode()}"
+
+    return final
+
+
+async def test_scram_on_the_wire() -> None:
+    import unicodedata
+
+    password = unicodedata.normalize("NFKC", PASSWORD)
+    with anyio.fail_after(TIMEOUT):
+        replies = await scram_exchange(f"n,,n={USER},r=abc123", scram_final(password))
+    assert [reply[:3] for reply in replies] == ["334", "334", "235"]
+    assert base64.b64decode(replies[1][4:]).startswith(b"v=")
+
+
+@pytest.mark.parametrize(
+    ("first", "final", "code"),
+    [
+        ("n,,n=alice@example.test,r=abc", scram_final("wrong"), "535"),
+        ("n,,n=alice@example.test,r=abc", scram_final(PASSWORD, nonce_suffix="x"), "535"),
+        ("p=tls-unique,,n=alice@example.test,r=abc", scram_final(PASSWORD), "501"),
+        ("n,,r=abc,n=alice@example.test", scram_final(PASSWORD), "501"),
+        ("n,,n=al=ice,r=abc", scram_final(PASSWORD), "501"),
+        ("n,,n=alice@example.test,r=abc", lambda challenge, bare: "c=biws", "501"),
+    ],
+)
+async def test_scram_refusals(first: str, final: Callable[[str, str], str], code: str) -> None:
+    with anyio.fail_after(TIMEOUT):
+        replies = await scram_exchange(first, final)
+    assert replies[-1][:3] == code

@@ -53,6 +53,10 @@ class Transaction:
     eight_bit: bool
     recipients: list[str] = field(default_factory=list)
     rcpt_options: list[tuple[str, ...]] = field(default_factory=list)
+    #: The message data received so far with ``BDAT`` (``None``: no ``BDAT`` yet).
+    chunks: bytearray | None = None
+    #: Whether the ``BDAT`` data exceeded the size limit (and was not kept).
+    chunks_too_big: bool = False
 
 
 def enhanced_codes(extensions: Iterable[str] | None) -> bool:
@@ -86,6 +90,8 @@ def ehlo_lines(server: SMTPTestServer, tls: bool) -> list[str]:
         "SMTPUTF8",
         "ENHANCEDSTATUSCODES",
     ]
+    if server.chunking:
+        lines.append("CHUNKING")
     if server.starttls_context is not None and not tls:
         lines.append("STARTTLS")
     enabled = server.users is not None or server.tokens is not None
@@ -268,6 +274,8 @@ def _cmd_data(session: Session, arg: str) -> Outcome:
         return _error(session, 503, "5.5.1", "Error: need MAIL command")
     if not session.transaction.recipients:
         return _error(session, 503, "5.5.1", "Error: need RCPT command")
+    if session.transaction.chunks is not None:
+        return _error(session, 503, "5.5.1", "Error: DATA after BDAT in one transaction")
 
     def apply(reply: str) -> None:
         session.expect_data = True
@@ -334,6 +342,13 @@ def _cmd_starttls(session: Session, arg: str) -> Outcome:
     return Outcome(session.fmt(220, "2.0.0", "Ready to start TLS"), apply)
 
 
+def _cmd_bdat(session: Session, arg: str) -> Outcome:
+    # A BDAT with a valid size is read and answered in _data; this answers the others.
+    if "CHUNKING" not in session.keywords:
+        return _error(session, 500, "5.5.2", "Error: command not recognized")
+    return _error(session, 501, "5.5.4", "Syntax: BDAT size [LAST]")
+
+
 #: The handler of each verb the server knows.
 HANDLERS: Mapping[str, Callable[[Session, str], Outcome]] = {
     "EHLO": _cmd_ehlo,
@@ -348,6 +363,7 @@ HANDLERS: Mapping[str, Callable[[Session, str], Outcome]] = {
     "EXPN": _cmd_expn,
     "HELP": _cmd_help,
     "STARTTLS": _cmd_starttls,
+    "BDAT": _cmd_bdat,
     # AUTH is interactive and handled in _auth; this entry serves overrides only.
     "AUTH": _cmd_noop,
 }

@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING
 
 from ._faults import act, inject
 from ._messages import ReceivedMessage
+from ._rules import is_positive
 
 if TYPE_CHECKING:
+    from ._rules import Rule
     from ._session import Session
 
-__all__ = ("count_bare", "deliver", "receive_data")
+__all__ = ("count_bare", "deliver", "parse_bdat", "receive_chunk", "receive_data")
 
 
 def count_bare(data: bytes | bytearray) -> int:
@@ -90,7 +92,9 @@ async def receive_data(session: Session) -> bool:
     return await deliver(session, data, raw, too_big=bool(discarded))
 
 
-async def deliver(session: Session, data: bytes, raw: bytes, *, too_big: bool) -> bool:
+async def deliver(
+    session: Session, data: bytes, raw: bytes, *, too_big: bool, rule: Rule | None = None
+) -> bool:
     """Answer the end of a message's data, and keep the message if the answer is 2xx.
 
     A fault at ``EOM`` that closes (close, stall, shutdown) drops the message.
@@ -98,6 +102,7 @@ async def deliver(session: Session, data: bytes, raw: bytes, *, too_big: bool) -
     :param data: the message content
     :param raw: the message as it was on the wire
     :param too_big: whether the data exceeded the size limit while it arrived
+    :param rule: the override taken already (for ``BDAT ... LAST``), else an ``EOM`` one
     :return: ``False`` if a fault closed the session
     """
     server = session.server
@@ -115,8 +120,7 @@ async def deliver(session: Session, data: bytes, raw: bytes, *, too_big: bool) -
     else:
         queue_id = secrets.token_hex(6).upper()
         reply = session.ok("2.0.0", f"Ok: queued as {queue_id}")
-    rule = None
-    if server._rules.has("EOM"):
+    if rule is None and server._rules.has("EOM"):
         rule = server._rules.take("EOM", data.decode("utf-8", "replace"))
     if rule is not None:
         accepted = reply.startswith("2") and rule.text.startswith("2")
@@ -144,4 +148,75 @@ async def deliver(session: Session, data: bytes, raw: bytes, *, too_big: bool) -
         )
     session.queue(reply)
     inject(session, fault)
+    return True
+
+
+def parse_bdat(arg: str) -> tuple[int, bool] | None:
+    """``BDAT <size> [LAST]`` (RFC 3030): the chunk size and whether it is the last one."""
+    parts = arg.split()
+    if not 1 <= len(parts) <= 2 or not (parts[0].isascii() and parts[0].isdigit()):
+        return None
+    if len(parts) == 2 and parts[1].upper() != "LAST":
+        return None
+    return int(parts[0]), len(parts) == 2
+
+
+async def receive_chunk(session: Session, arg: str, size: int, last: bool) -> bool:
+    """Read the chunk of a ``BDAT`` command and answer it (RFC 3030).
+
+    The chunk is read whatever the answer will be: its octets are no commands. A ``BDAT``
+    override (``reply()``) replaces the answer; on the last chunk it also decides, like an
+    ``EOM`` one, whether the message is kept.
+
+    :return: ``False`` if the stream ended or a fault closed the session
+    """
+    server = session.server
+    buf = session.buf
+    fault, session.data_fault = session.data_fault, None
+    after = None if fault is None else fault.after_bytes
+    while True:
+        have = len(buf) - session.pos
+        # Act once after_bytes octets of the chunk are in, unless the chunk is no longer.
+        if fault is not None and after is not None and after < size and have >= after:
+            await act(session, fault, f"after {after} octets of BDAT")
+            return False
+        if have >= size:
+            break
+        if not await session.fill():
+            session.note("connection closed during a BDAT chunk")
+            return False
+        buf = session.buf
+    chunk = bytes(buf[session.pos : session.pos + size])
+    session.pos += size
+    if session.pos < len(buf) and "PIPELINING" not in session.keywords:
+        server.pipelining_violations += 1
+    if server.transcript_data and chunk:
+        for wire_line in chunk.removesuffix(b"\r\n").split(b"\r\n"):
+            session.record("C", wire_line)
+
+    rule = server._rules.take("BDAT", arg)
+    transaction = session.transaction
+    if transaction is None:
+        reply = session.fmt(503, "5.5.1", "Error: need MAIL command")
+    elif not transaction.recipients:
+        reply = session.fmt(503, "5.5.1", "Error: need RCPT command")
+    else:
+        if transaction.chunks is None:
+            transaction.chunks = bytearray()
+        limit = server.size_limit
+        if rule is None or is_positive(rule.text):
+            if limit is not None and len(transaction.chunks) + size > limit:
+                transaction.chunks_too_big = True
+                transaction.chunks.clear()
+            if not transaction.chunks_too_big:
+                transaction.chunks += chunk
+        if last:
+            data = bytes(transaction.chunks)
+            server.bare_line_ending_violations += count_bare(data)
+            return await deliver(session, data, data, too_big=transaction.chunks_too_big, rule=rule)
+        reply = session.ok("2.0.0", f"{size} octets received")
+    if rule is not None:
+        reply = rule.text
+        session.closing = rule.close
+    session.queue(reply)
     return True

@@ -79,6 +79,11 @@ class SMTPTestServer:
         arrived together with the end of a message's data (in the same read) with
         ``503 5.5.0 Bad sequence of commands - pipelined after end of DATA``, one
         reply per command, and take none of them up
+    :param chunking: advertise ``CHUNKING`` among the default EHLO keywords and accept
+        ``BDAT size [LAST]`` (RFC 3030); ``BDAT`` is also accepted when ``extensions``
+        lists ``CHUNKING``. A chunk is read in full whatever its answer; each chunk but
+        the last gets ``250 2.0.0 <size> octets received``, the last one the verdict on
+        the message (``EOM`` overrides and faults apply to it as to the end of ``DATA``)
     """
 
     def __init__(
@@ -97,6 +102,7 @@ class SMTPTestServer:
         max_line_length: int = 1000,
         transcript_data: bool = True,
         refuse_pipelined_after_data: bool = False,
+        chunking: bool = False,
     ) -> None:
         mechanisms = tuple(mech.upper() for mech in auth_mechanisms)
         known = SUPPORTED_AUTH_MECHANISMS + TOKEN_AUTH_MECHANISMS
@@ -126,6 +132,7 @@ class SMTPTestServer:
         self.max_line_length = max_line_length
         self.transcript_data = transcript_data
         self.refuse_pipelined_after_data = refuse_pipelined_after_data
+        self.chunking = chunking
 
         #: Address of the listener; the port is 0 until the server has been entered.
         self.host = "127.0.0.1"

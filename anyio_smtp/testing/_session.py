@@ -22,7 +22,7 @@ from anyio.streams.tls import TLSStream
 
 from ._auth import authenticate
 from ._commands import HANDLERS, Outcome, Transaction, enhanced_codes, fmt
-from ._data import receive_data
+from ._data import parse_bdat, receive_chunk, receive_data
 from ._faults import Fault, act, inject
 from ._rules import is_positive, split_reply
 
@@ -228,8 +228,12 @@ class Session:
         self.record("C", line)
         server = self.server
         verb = line.split(b" ", 1)[0].upper().decode("ascii", "replace")
-        if self.pos < len(self.buf) and (
-            verb in _GROUP_ENDERS or "PIPELINING" not in self.keywords
+        chunking = verb == "BDAT" and "CHUNKING" in self.keywords and not self.refused
+        # A BDAT chunk follows its command at once; the chunk is no pipelined command.
+        if (
+            self.pos < len(self.buf)
+            and not chunking
+            and (verb in _GROUP_ENDERS or "PIPELINING" not in self.keywords)
         ):
             server.pipelining_violations += 1
         try:
@@ -253,7 +257,13 @@ class Session:
                 fault = None
             elif await act(self, fault, f"at {verb}"):
                 return
-        self.reply_to(verb, arg)
+        bdat = parse_bdat(arg) if chunking else None
+        if bdat is not None:
+            if not await receive_chunk(self, arg, *bdat):
+                self.closing = True
+                return
+        else:
+            self.reply_to(verb, arg)
         if verb == "AUTH" and self.auth_pending:
             self.auth_pending = False
             await authenticate(self, arg)

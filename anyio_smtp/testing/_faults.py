@@ -34,8 +34,9 @@ class Fault:
     arrives, instead of (close, stall, shutdown), before (delay) or after (inject) the
     normal handling; at ``"GREETING"`` it acts on the greeting, at ``"EOM"`` on the reply
     to the end of message data. With ``after_bytes`` (``DATA`` and ``BDAT`` only) it acts
-    once that many octets of the message's data have arrived; a message whose data ends
-    before that is handled normally (the fault is used up all the same).
+    once that many octets of the message's data (with ``BDAT``: of that command's chunk)
+    have arrived, without waiting for the rest; data (a chunk) no longer than that is
+    handled normally, and the fault is used up all the same.
 
     :param kind: what the server does
     :param after_bytes: for ``close``, ``stall`` and ``shutdown`` at ``DATA``/``BDAT``:

@@ -13,7 +13,10 @@ How this works
   and the state change. A reply override from ``SMTPTestServer.reply()`` replaces the
   reply text; the state change happens only if both the normal reply and the override
   are positive (2xx/3xx), so an overridden refusal has exactly the effect of a real one.
-* The data phase is ``_data``, the AUTH exchanges ``_auth``.
+* The data phase (``DATA`` and ``BDAT``) is ``_data``, the AUTH exchanges ``_auth``.
+  Faults set with ``SMTPTestServer.fault()`` are ``Fault`` values (``_faults``); a
+  session takes the one for a command before the command's reply override, and acts it
+  out (close, stall, delay, ``421``, injected bytes).
 * The server is deliberately independent of the rest of the package: it imports nothing
   from the client, so a client bug cannot be mirrored (and hidden) by shared code.
 """

@@ -258,3 +258,36 @@ def test_fault_arguments_are_checked() -> None:
         Fault.delay(-1)
     with pytest.raises(ValueError, match="3-digit"):
         Fault.shutdown("going down")
+
+
+async def test_a_closing_fault_wins_over_a_reply_override() -> None:
+    with anyio.fail_after(TIMEOUT):
+        async with SMTPTestServer() as server:
+            server.reply("MAIL", "250 2.1.0 fine")
+            server.fault("MAIL", Fault.close())
+            async with connect(server) as smtp:
+                with pytest.raises(ServerDisconnectedError):
+                    await smtp.send_mail(SENDER, [RCPT], MESSAGE)
+            assert "250 2.1.0 fine" not in server.server_lines()
+
+
+async def test_delay_and_inject_go_with_a_reply_override() -> None:
+    with anyio.fail_after(TIMEOUT):
+        async with SMTPTestServer() as server:
+            server.reply("NOOP", "250 2.0.0 overridden")
+            server.fault("NOOP", Fault.delay(0.05))
+            server.fault("GREETING", Fault.delay(0.05))
+            server.fault("EOM", Fault.inject(b""))
+            start = anyio.current_time()
+            async with connect(server) as smtp:
+                reply = await smtp.noop()
+                await smtp.send_mail(SENDER, [RCPT], MESSAGE)
+            assert anyio.current_time() - start >= 0.1
+            assert reply.code == 250
+            assert "250 2.0.0 overridden" in server.server_lines()
+            assert server.fault_log == [
+                "session 0: delay at GREETING",
+                "session 0: delay at NOOP",
+                "session 0: inject at EOM",
+            ]
+            assert len(server.messages) == 1

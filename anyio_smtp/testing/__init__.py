@@ -12,18 +12,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ._faults import Fault
     from ._messages import ReceivedMessage, TranscriptLine
     from ._pytest_plugin import SMTPServerFactory
-    from ._server import SUPPORTED_AUTH_MECHANISMS, SMTPTestServer
+    from ._server import SUPPORTED_AUTH_MECHANISMS, TOKEN_AUTH_MECHANISMS, SMTPTestServer
     from ._streams import MemoryByteStream, memory_stream_pair
     from ._tls import ThrowawayCA, throwaway_tls
 
 __all__ = (
     "SUPPORTED_AUTH_MECHANISMS",
+    "Fault",
     "MemoryByteStream",
     "ReceivedMessage",
     "SMTPServerFactory",
     "SMTPTestServer",
+    "TOKEN_AUTH_MECHANISMS",
     "ThrowawayCA",
     "TranscriptLine",
     "memory_stream_pair",
@@ -34,10 +37,12 @@ __all__ = (
 #: (the pytest plugin is one of its modules, imported at every pytest start-up); the
 #: first use of a name loads its module.
 _HOMES = {
+    "Fault": "anyio_smtp.testing._faults",
     "ReceivedMessage": "anyio_smtp.testing._messages",
     "TranscriptLine": "anyio_smtp.testing._messages",
     "SMTPServerFactory": "anyio_smtp.testing._pytest_plugin",
     "SUPPORTED_AUTH_MECHANISMS": "anyio_smtp.testing._server",
+    "TOKEN_AUTH_MECHANISMS": "anyio_smtp.testing._server",
     "SMTPTestServer": "anyio_smtp.testing._server",
     "MemoryByteStream": "anyio_smtp.testing._streams",
     "memory_stream_pair": "anyio_smtp.testing._streams",

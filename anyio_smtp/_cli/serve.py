@@ -89,32 +89,28 @@ def register(commands: Any) -> None:
 def _tls_contexts(args: argparse.Namespace) -> tuple[Any, str | None]:
     if not (args.starttls or args.tls):
         return None, None
+    from ..testing import ThrowawayCA
+
+    names = {"localhost", "127.0.0.1", "::1", args.hostname}
+    if args.host not in ("0.0.0.0", "::", ""):  # noqa: S104 (compared, not bound)
+        names.add(args.host)
     try:
-        import trustme
+        ca = ThrowawayCA(*sorted(names))
     except ImportError:
         raise CLIError(
             "--starttls and --tls need trustme for the throwaway certificate: "
             "pip install 'anyio_smtp[demo]'"
         ) from None
-    import ssl
-
-    ca = trustme.CA()
-    names = {"localhost", "127.0.0.1", "::1", args.hostname}
-    if args.host not in ("0.0.0.0", "::", ""):  # noqa: S104 (compared, not bound)
-        names.add(args.host)
-    leaf = ca.issue_cert(*sorted(names))
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    leaf.configure_cert(context)
     if args.ca_out is not None:
         path = args.ca_out
     else:
         handle, path = tempfile.mkstemp(prefix="anyio-smtp-ca-", suffix=".pem")
         os.close(handle)
     try:
-        ca.cert_pem.write_to_path(path)
+        ca.write_ca_pem(path)
     except OSError as error:
         raise CLIError(f"can not write the CA certificate to {path}: {error}") from error
-    return context, path
+    return ca.server_context, path
 
 
 def _users(args: argparse.Namespace) -> dict[str, str] | None:

@@ -17,6 +17,7 @@ from typing import assert_type
 import anyio
 
 import anyio_smtp
+import anyio_smtp.testing
 from anyio_smtp.auth import OAuthBearer, SASLMechanism, XOAuth2
 
 
@@ -177,3 +178,18 @@ async def pool(ctx: ssl.SSLContext) -> None:
     async with anyio_smtp.SMTPPool(logged_in_session) as smtp_pool:
         await smtp_pool.send_message(EmailMessage())
     anyio_smtp.SMTPPool(anyio_smtp.connect)  # type: ignore[arg-type]
+
+
+# -- the test tools -----------------------------------------------------------------------
+
+
+async def test_tools(factory: anyio_smtp.testing.SMTPServerFactory) -> None:
+    ca = anyio_smtp.testing.ThrowawayCA("localhost")
+    assert_type(ca.client_context, ssl.SSLContext)
+    server = await factory.start(
+        anyio_smtp.testing.SMTPTestServer(starttls_context=ca.server_context)
+    )
+    server.fault("DATA", anyio_smtp.testing.Fault.close(after_bytes=10))
+    server.fault("MAIL", anyio_smtp.testing.Fault.delay(0.5), times=2)
+    server.fault("RCPT", "close")  # type: ignore[arg-type]
+    assert_type(server.messages[0].recipients, tuple[str, ...])

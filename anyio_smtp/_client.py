@@ -31,7 +31,9 @@ from ._errors import (
     InsecureAuthError,
     InvalidArgumentError,
     LocalProtocolError,
+    RecipientsRefusedError,
     ReplyError,
+    SenderRefusedError,
     SessionClosedError,
     SMTPError,
 )
@@ -40,12 +42,17 @@ from ._protocol.commands import (
     Ehlo,
     Helo,
     Lhlo,
+    Mail,
     Noop,
     Quit,
+    Rcpt,
     StartTLS,
     check_credential,
     check_domain,
+    check_esmtp_parameter,
     check_hostname,
+    check_mailbox,
+    needs_smtputf8,
 )
 from ._protocol.params import DSN, Recipient, Transfer
 from ._protocol.replies import Reply
@@ -563,6 +570,64 @@ class SMTPClient:
                 reply = await self._channel.command(Noop())
         if reply.code != 250:
             raise ReplyError("NOOP", reply)
+        return reply
+
+    async def mail(self, sender: str, *, parameters: Iterable[str] = ()) -> Reply:
+        """Send ``MAIL FROM`` on its own, one step of a transaction (for probing a server).
+
+        :meth:`send_mail` and :meth:`send_many` run whole transactions and are
+        what sends mail; this and :meth:`rcpt` are for checking what a server
+        answers, step by step.  An accepted ``MAIL`` opens a transaction that
+        only :meth:`rcpt`, :meth:`rset` or :meth:`quit` may follow.  A domain
+        that is not ASCII goes in A-labels (no SMTPUTF8 is asked for).
+
+        :param parameters: ESMTP parameters, e.g. ``("SIZE=1000",)``; each is
+            checked, none is added
+        :raises SenderRefusedError: refused (the transaction is reset; the
+            session stays usable)
+        :raises InvalidArgumentError: a bad address or parameter (nothing written)
+        :raises LocalProtocolError: a transaction is already open
+        :raises SessionClosedError: the session is closed
+        """
+        sender = check_mailbox(sender, role="sender", allow_null=True)
+        if needs_smtputf8(sender):
+            raise InvalidArgumentError(
+                "mail() sends ASCII senders only (a non-ASCII local part needs SMTPUTF8)"
+            )
+        checked = tuple(check_esmtp_parameter(parameter) for parameter in parameters)
+        command = Mail(sender, checked, idna=True)
+        async with self._exclusive():
+            self._session.check(Event.MAIL)
+            async with self._channel.fatal():
+                reply = await self._channel.command(command)
+                if reply.is_positive:
+                    return reply
+                refusal = SenderRefusedError(sender, reply)
+                await self._channel.reset_after(refusal)
+        raise refusal
+
+    async def rcpt(self, recipient: str, *, parameters: Iterable[str] = ()) -> Reply:
+        """Send ``RCPT TO`` on its own, after :meth:`mail` (for probing a server).
+
+        :raises RecipientsRefusedError: this recipient was refused (the
+            transaction stays open for more recipients, :meth:`rset` or :meth:`quit`)
+        :raises InvalidArgumentError: a bad address or parameter (nothing written)
+        :raises LocalProtocolError: no transaction is open (call :meth:`mail` first)
+        :raises SessionClosedError: the session is closed
+        """
+        recipient = check_mailbox(recipient, role="recipient")
+        if needs_smtputf8(recipient):
+            raise InvalidArgumentError(
+                "rcpt() sends ASCII recipients only (a non-ASCII local part needs SMTPUTF8)"
+            )
+        checked = tuple(check_esmtp_parameter(parameter) for parameter in parameters)
+        command = Rcpt(recipient, checked, idna=True)
+        async with self._exclusive():
+            self._session.check(Event.RCPT)
+            async with self._channel.fatal():
+                reply = await self._channel.command(command)
+        if not reply.is_positive:
+            raise RecipientsRefusedError({recipient: reply})
         return reply
 
     async def rset(self) -> Reply:

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 __all__ = ("register",)
 
 #: ``--quit-after`` steps, in session order.
-STEPS = ("connect", "greeting", "ehlo", "tls", "auth")
+STEPS = ("connect", "greeting", "ehlo", "tls", "auth", "mail", "rcpt")
 DEFAULT_PASSWORD_ENV = "ANYIO_SMTP_PASSWORD"  # noqa: S105 (a variable's name)
 #: Messages at least this large get a progress bar (when stderr is a terminal).
 PROGRESS_THRESHOLD = 1 << 20
@@ -191,7 +191,8 @@ def register(commands: Any) -> None:
         metavar="STEP",
         help="stop after this step and say QUIT, sending no message: "
         + ", ".join(STEPS)
-        + " (MAIL and RCPT alone are not available)",
+        + " (mail sends MAIL FROM; rcpt also RCPT TO for each recipient, and the "
+        "outcome is theirs: sent, partly-refused or refused)",
     )
     add_common_options(parser)
     parser.set_defaults(run=run)
@@ -563,6 +564,16 @@ async def send(args: argparse.Namespace, password: str | None, message: bytes | 
                         await smtp.login(args.auth, password, mechanism=args.mechanism)
                         session.authenticated_as = args.auth
                         lap("auth")
+                    if args.quit_after in ("mail", "rcpt"):
+                        await smtp.mail(args.sender)
+                        lap("mail")
+                    if args.quit_after == "rcpt":
+                        for address in recipients:
+                            try:
+                                session.rcpt_replies[address] = await smtp.rcpt(address)
+                            except anyio_smtp.RecipientsRefusedError as refused:
+                                session.rcpt_replies.update(refused.rejected)
+                        lap("rcpt")
                     if args.quit_after is None:
                         assert message is not None
                         progress = Progress(
@@ -600,7 +611,7 @@ async def send(args: argparse.Namespace, password: str | None, message: bytes | 
     )
     data["authenticated_as"] = session.authenticated_as
     data["mechanism"] = session.mechanism
-    listed = recipients if args.quit_after is None else []
+    listed = recipients if args.quit_after in (None, "rcpt") else []
     return _outcome(args, listed, session, data, result, error)
 
 
@@ -631,6 +642,8 @@ def _outcome(
             reply = rejected[address]
         else:
             reply = session.rcpt_replies.get(address)
+            # --quit-after rcpt: the RCPT reply is the outcome.
+            accepted = result is None and reply is not None and reply.is_positive
         if result is not None and address in result.per_recipient:
             accepted = result.per_recipient[address].is_positive
         per.append(
@@ -640,7 +653,7 @@ def _outcome(
                 "reply": None if reply is None else reply_json(reply),
             }
         )
-        if result is not None or rejected:
+        if result is not None or rejected or args.quit_after == "rcpt":
             word = "accepted" if accepted else "REFUSED "
             text = "" if reply is None else f"  {reply.code} {reply.message.splitlines()[0]}"
             summary.append(f"  {word} <{address}>{text}")
@@ -648,6 +661,17 @@ def _outcome(
         code = classify(error)
         data["error"] = {"type": type(error).__name__, "message": str(error)}
         summary.insert(0, f"{outcome_name(code)}: {error}")
+    elif result is None and per:
+        # --quit-after rcpt: as a message would be, by its recipients' replies.
+        count = sum(1 for item in per if item["accepted"])
+        code = ExitCode.SENT if count == len(per) else ExitCode.PARTLY_REFUSED
+        if count == 0:
+            code = ExitCode.REFUSED
+        summary.insert(
+            0,
+            f"{outcome_name(code)}: {count} of {len(per)} recipients accepted at RCPT; "
+            f"stopped after rcpt ({data['server']})",
+        )
     elif result is None:
         code = ExitCode.SENT
         summary.insert(0, f"ok: stopped after {args.quit_after} ({data['server']})")
@@ -697,11 +721,10 @@ def check_steps(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        if args.quit_after is None:
-            if args.sender is None:
-                raise CLIError("--from is needed to send a message (--from '' for <>)")
-            if not (args.to or args.cc or args.bcc):
-                raise CLIError("at least one --to, --cc or --bcc is needed")
+        if args.quit_after in (None, "mail", "rcpt") and args.sender is None:
+            raise CLIError("--from is needed to send a message (--from '' for <>)")
+        if args.quit_after in (None, "rcpt") and not (args.to or args.cc or args.bcc):
+            raise CLIError("at least one --to, --cc or --bcc is needed")
         check_steps(args)
         password = read_password(args) if args.quit_after not in STEPS[:4] else None
         message = build_message(args) if args.quit_after is None else None

@@ -293,7 +293,7 @@ async def test_missing_from(anyio_backend: str) -> None:
     assert "--from" in run.stdout
 
 
-@pytest.mark.parametrize("step", ["connect", "greeting", "ehlo", "tls", "auth"])
+@pytest.mark.parametrize("step", ["connect", "greeting", "ehlo", "tls", "auth", "mail", "rcpt"])
 async def test_quit_after(tmp_path: Path, anyio_backend: str, step: str) -> None:
     ca = write_ca(tmp_path / "ca.pem")
     async with SMTPTestServer(
@@ -308,6 +308,10 @@ async def test_quit_after(tmp_path: Path, anyio_backend: str, step: str) -> None
             ca,
             "--auth",
             USER,
+            "--from",
+            "probe@example.test",
+            "--to",
+            "ada@example.org",
             "--quit-after",
             step,
             "--json",
@@ -326,14 +330,19 @@ async def test_quit_after(tmp_path: Path, anyio_backend: str, step: str) -> None
         "ehlo": ["EHLO", "QUIT"],
         "tls": ["EHLO", "STARTTLS"],
         "auth": ["EHLO", "STARTTLS"],
+        "mail": ["EHLO", "STARTTLS"],
+        "rcpt": ["EHLO", "STARTTLS"],
     }[step]
     assert lines[: len(expected)] == expected
-    assert "MAIL" not in lines
+    assert ("MAIL" in lines) is (step in ("mail", "rcpt"))
+    assert ("RCPT" in lines) is (step == "rcpt")
+    assert "DATA" not in lines
+    assert server.messages == []
     if step == "greeting":
         assert result["greeting"].startswith("220 ")
     if step in ("tls", "auth"):
         assert result["tls"] is not None
-    assert (result["authenticated_as"] == USER) is (step == "auth")
+    assert (result["authenticated_as"] == USER) is (step in ("auth", "mail", "rcpt"))
     assert result["steps"][-1] == step if step != "ehlo" else result["steps"] == ["ehlo"]
 
 
@@ -436,3 +445,34 @@ async def test_implicit_tls_quit_after_tls(tmp_path: Path, anyio_backend: str) -
     result = run.json()
     assert result["steps"] == ["tls", "ehlo"]
     assert result["tls"]["version"].startswith("TLSv1.")
+
+
+async def test_quit_after_rcpt_reports_each_recipient(anyio_backend: str) -> None:
+    async with SMTPTestServer() as server:
+        server.reply("RCPT", "550 5.1.1 No such user", match="nobody@")
+        run = await cli(
+            "send",
+            "--server",
+            f"127.0.0.1:{server.port}",
+            "--plain",
+            "--from",
+            "probe@example.test",
+            "--to",
+            "ada@example.org",
+            "--to",
+            "nobody@example.org",
+            "--quit-after",
+            "rcpt",
+            "--json",
+            "--backend",
+            anyio_backend,
+        )
+        await server.wait_until(lambda: server.sessions_closed == server.sessions == 1)
+    assert run.code == ExitCode.PARTLY_REFUSED, run
+    result = run.json()
+    by_address = {item["address"]: item for item in result["recipients"]}
+    assert by_address["ada@example.org"]["accepted"] is True
+    assert by_address["nobody@example.org"]["accepted"] is False
+    assert by_address["nobody@example.org"]["reply"]["code"] == 550
+    assert server.messages == []
+    assert server.client_lines()[-1] == "QUIT"

@@ -108,6 +108,19 @@ def _default_ehlo_domain(transport: Transport) -> str:
     return transport.local_address_literal() or "localhost.localdomain"
 
 
+def _envelope_step(
+    role: str, address: str, parameters: Iterable[str]
+) -> tuple[str, tuple[str, ...]]:
+    """Check the address and parameters of ``mail()`` or ``rcpt()`` (ASCII local parts)."""
+    address = check_mailbox(address, role=role, allow_null=role == "sender")
+    if needs_smtputf8(address):
+        raise InvalidArgumentError(
+            f"the {role} of a single envelope step must have an ASCII local part "
+            "(a non-ASCII one needs SMTPUTF8)"
+        )
+    return address, tuple(check_esmtp_parameter(parameter) for parameter in parameters)
+
+
 class SMTPClient:
     """An open SMTP session.
 
@@ -589,12 +602,7 @@ class SMTPClient:
         :raises LocalProtocolError: a transaction is already open
         :raises SessionClosedError: the session is closed
         """
-        sender = check_mailbox(sender, role="sender", allow_null=True)
-        if needs_smtputf8(sender):
-            raise InvalidArgumentError(
-                "mail() sends ASCII senders only (a non-ASCII local part needs SMTPUTF8)"
-            )
-        checked = tuple(check_esmtp_parameter(parameter) for parameter in parameters)
+        sender, checked = _envelope_step("sender", sender, parameters)
         command = Mail(sender, checked, idna=True)
         async with self._exclusive():
             self._session.check(Event.MAIL)
@@ -615,12 +623,7 @@ class SMTPClient:
         :raises LocalProtocolError: no transaction is open (call :meth:`mail` first)
         :raises SessionClosedError: the session is closed
         """
-        recipient = check_mailbox(recipient, role="recipient")
-        if needs_smtputf8(recipient):
-            raise InvalidArgumentError(
-                "rcpt() sends ASCII recipients only (a non-ASCII local part needs SMTPUTF8)"
-            )
-        checked = tuple(check_esmtp_parameter(parameter) for parameter in parameters)
+        recipient, checked = _envelope_step("recipient", recipient, parameters)
         command = Rcpt(recipient, checked, idna=True)
         async with self._exclusive():
             self._session.check(Event.RCPT)

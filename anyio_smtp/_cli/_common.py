@@ -23,6 +23,7 @@ __all__ = (
     "Parser",
     "Target",
     "add_common_options",
+    "add_mode_options",
     "client_ssl_context",
     "dump_json",
     "parse_target",
@@ -138,6 +139,15 @@ def client_ssl_context(ca_file: str | None) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=ca_file)
     except (OSError, ssl.SSLError) as error:
         raise CLIError(f"can not load the CA file {ca_file}: {error}") from error
+
+
+def add_mode_options(group: Any, **helps: str) -> None:
+    """``--starttls``/``--tls``/``--plain`` (those ``helps`` names, each with its help)
+    as one choice, stored in ``args.mode``."""
+    for mode, help_text in helps.items():
+        group.add_argument(
+            f"--{mode}", dest="mode", action="store_const", const=mode, help=help_text
+        )
 
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:

@@ -15,6 +15,7 @@ from ._common import (
     ExitCode,
     Transcript,
     add_common_options,
+    add_mode_options,
     client_ssl_context,
     dump_json,
     parse_target,
@@ -45,20 +46,10 @@ def register(commands: Any) -> None:
         metavar="HOST[:PORT]",
         help="the server; IPv6 in brackets ([::1]:587); the port defaults to 25",
     )
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument(
-        "--tls",
-        dest="mode",
-        action="store_const",
-        const="tls",
-        help="implicit TLS from the first byte (default on port 465)",
-    )
-    mode.add_argument(
-        "--plain",
-        dest="mode",
-        action="store_const",
-        const="plain",
-        help="do not try STARTTLS (by default it is used when offered)",
+    add_mode_options(
+        parser.add_mutually_exclusive_group(),
+        tls="implicit TLS from the first byte (default on port 465)",
+        plain="do not try STARTTLS (by default it is used when offered)",
     )
     parser.add_argument(
         "--require-starttls",

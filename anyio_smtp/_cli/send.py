@@ -19,6 +19,7 @@ from ._common import (
     ExitCode,
     Transcript,
     add_common_options,
+    add_mode_options,
     client_ssl_context,
     dump_json,
     outcome_name,
@@ -66,27 +67,11 @@ def register(commands: Any) -> None:
     where.add_argument(
         "--lmtp", action="store_true", help="speak LMTP (RFC 2033): one reply per recipient"
     )
-    mode = where.add_mutually_exclusive_group()
-    mode.add_argument(
-        "--starttls",
-        dest="mode",
-        action="store_const",
-        const="starttls",
-        help="require STARTTLS before anything else (default on ports 25 and 587)",
-    )
-    mode.add_argument(
-        "--tls",
-        dest="mode",
-        action="store_const",
-        const="tls",
-        help="implicit TLS from the first byte (default on port 465)",
-    )
-    mode.add_argument(
-        "--plain",
-        dest="mode",
-        action="store_const",
-        const="plain",
-        help="no TLS at all (default on other ports and on a Unix socket)",
+    add_mode_options(
+        where.add_mutually_exclusive_group(),
+        starttls="require STARTTLS before anything else (default on ports 25 and 587)",
+        tls="implicit TLS from the first byte (default on port 465)",
+        plain="no TLS at all (default on other ports and on a Unix socket)",
     )
     where.add_argument(
         "--ca-file",

@@ -106,7 +106,7 @@ async def deliver(
     :return: ``False`` if a fault closed the session
     """
     server = session.server
-    fault = server._faults.take("EOM", data.decode("utf-8", "replace"))
+    fault = server._faults.take_fault("EOM", data.decode("utf-8", "replace"))
     if fault is not None and await act(session, fault, "at EOM"):
         session.transaction = None
         return False

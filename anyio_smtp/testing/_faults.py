@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Literal
 
 import anyio
 
-from ._rules import check_reply
+from ._rules import RuleBook, check_reply
 
 if TYPE_CHECKING:
     from ._session import Session
@@ -117,40 +117,22 @@ class Fault:
 
 @dataclass(eq=False)
 class FaultRule:
-    """A fault waiting for its point."""
+    """A fault waiting for its point (a command, ``GREETING`` or ``EOM``)."""
 
-    at: str
+    verb: str
     fault: Fault
     match: str | None
     remaining: int | None
 
 
-class FaultBook:
+class FaultBook(RuleBook[FaultRule]):
     """Faults, checked newest first; one with a count is dropped when it is used up."""
 
-    def __init__(self) -> None:
-        self.rules: list[FaultRule] = []
-
-    def add(self, rule: FaultRule) -> None:
-        self.rules.append(rule)
-
-    def clear(self) -> None:
-        self.rules.clear()
-
-    def take(self, at: str, arg: str) -> Fault | None:
+    def take_fault(self, at: str, arg: str) -> Fault | None:
         if not self.rules:
             return None
-        for rule in reversed(self.rules):
-            if rule.at != at:
-                continue
-            if rule.match is not None and rule.match.lower() not in arg.lower():
-                continue
-            if rule.remaining is not None:
-                rule.remaining -= 1
-                if rule.remaining == 0:
-                    self.rules.remove(rule)
-            return rule.fault
-        return None
+        rule = self.take(at, arg)
+        return None if rule is None else rule.fault
 
 
 def shutdown_text(session: Session, fault: Fault) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
 __all__ = ("Rule", "RuleBook", "is_positive", "split_reply")
 
@@ -51,13 +52,23 @@ class Rule:
     close: bool
 
 
-class RuleBook:
-    """Rules, checked newest first; a rule with a count is dropped when it is used up."""
+class _Matching(Protocol):
+    verb: str
+    match: str | None
+    remaining: int | None
+
+
+_R = TypeVar("_R", bound=_Matching)
+
+
+class RuleBook(Generic[_R]):
+    """Rules (reply overrides, faults), checked newest first; a rule with a count is
+    dropped when it is used up."""
 
     def __init__(self) -> None:
-        self.rules: list[Rule] = []
+        self.rules: list[_R] = []
 
-    def add(self, rule: Rule) -> None:
+    def add(self, rule: _R) -> None:
         self.rules.append(rule)
 
     def clear(self) -> None:
@@ -66,7 +77,7 @@ class RuleBook:
     def has(self, verb: str) -> bool:
         return any(rule.verb == verb for rule in self.rules)
 
-    def take(self, verb: str, arg: str) -> Rule | None:
+    def take(self, verb: str, arg: str) -> _R | None:
         """The newest rule for ``verb`` whose ``match`` occurs in ``arg``, counted as used."""
         for rule in reversed(self.rules):
             if rule.verb != verb:

@@ -164,7 +164,7 @@ class SMTPTestServer:
         #: ``"session 0: close after 100 octets of DATA"``.
         self.fault_log: list[str] = []
 
-        self._rules = RuleBook()
+        self._rules: RuleBook[Rule] = RuleBook()
         self._faults = FaultBook()
         self._listener: MultiListener[SocketStream] | None = None
         self._task_group: TaskGroup | None = None

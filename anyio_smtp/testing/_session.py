@@ -179,7 +179,7 @@ class Session:
         server = self.server
         if server.tls_context is not None and not await self.handshake(server.tls_context):
             return
-        fault = server._faults.take("GREETING", "")
+        fault = server._faults.take_fault("GREETING", "")
         if fault is not None and await act(self, fault, "at GREETING"):
             await self.flush()
             return
@@ -250,7 +250,7 @@ class Session:
                 return
             self.early_until = None
         self.data_fault = None
-        fault = server._faults.take(verb, arg)
+        fault = server._faults.take_fault(verb, arg)
         if fault is not None:
             if fault.after_bytes is not None:
                 self.data_fault = fault

@@ -155,17 +155,6 @@ _HOMES = {
 if not TYPE_CHECKING:
     # Hidden from type checkers, which see the imports above: a misspelt name
     # stays an error for them instead of becoming Any.
+    from ._lazy import lazy_names as _lazy_names
 
-    def __getattr__(name: str) -> object:
-        home = _HOMES.get(name)
-        if home is None:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        import importlib
-
-        module = importlib.import_module(home)
-        value = module if name == "audit" else getattr(module, name)
-        globals()[name] = value
-        return value
-
-    def __dir__() -> list[str]:
-        return sorted(set(globals()) | set(__all__))
+    __getattr__, __dir__ = _lazy_names(__name__, _HOMES, globals(), __all__)

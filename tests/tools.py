@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from types import ModuleType
+from typing import NoReturn
 
 import pytest
 
@@ -21,3 +22,10 @@ def need(module: str, *, minversion: str | None = None) -> ModuleType:
             pytest.fail(f"CI needs {module}: {exc}")
         raise
     return found
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Something a test needs from the machine is missing: skip, or fail when ``CI`` is set."""
+    if os.environ.get("CI"):
+        pytest.fail(f"CI needs this: {reason}")
+    pytest.skip(reason)

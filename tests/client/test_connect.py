@@ -19,6 +19,7 @@ from anyio_smtp._connect import tls_for_port
 from anyio_smtp._protocol.commands import check_domain
 from anyio_smtp.testing import SMTPTestServer, throwaway_tls
 from tests.client.scripted import PIPELINING_EHLO, Peer, scripted
+from tests.tools import unavailable
 
 
 async def test_greeting_and_ehlo_fill_capabilities() -> None:
@@ -207,7 +208,7 @@ async def test_tls_unset_on_port_465_starts_with_the_handshake() -> None:
     try:
         listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=465)
     except OSError as exc:
-        pytest.skip(f"can not listen on 127.0.0.1:465 here: {exc}")
+        unavailable(f"can not listen on 127.0.0.1:465 here: {exc}")
     async with (
         listener,
         SMTPTestServer(tls_context=SERVER_TLS) as server,

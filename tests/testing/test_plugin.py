@@ -260,7 +260,12 @@ def test_importing_the_plugin_loads_no_server_tls_or_trio() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
     added = set(json.loads(done.stdout))
-    assert added == {"anyio_smtp", "anyio_smtp.testing", "anyio_smtp.testing._pytest_plugin"}
+    assert added == {
+        "anyio_smtp",
+        "anyio_smtp._lazy",
+        "anyio_smtp.testing",
+        "anyio_smtp.testing._pytest_plugin",
+    }
 
 
 def test_the_testing_package_loads_each_name_on_first_use() -> None:

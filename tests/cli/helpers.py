@@ -72,3 +72,15 @@ def send_args(port: int, *more: str, backend: str) -> Sequence[str]:
         "10",
         *more,
     )
+
+
+def auth_server() -> Any:
+    """A test server that wants STARTTLS (the test CA's certificate) and knows ``USER``."""
+    from anyio_smtp.testing import SMTPTestServer
+
+    return SMTPTestServer(starttls_context=tls_server_context(), users={USER: PASSWORD})
+
+
+def starttls_auth(ca: str) -> tuple[str, ...]:
+    """The options of a send through STARTTLS, trusting ``ca``, as ``USER``."""
+    return ("--starttls", "--ca-file", ca, "--auth", USER)

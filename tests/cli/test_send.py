@@ -12,7 +12,16 @@ import pytest
 from anyio_smtp._cli._common import ExitCode
 from anyio_smtp.testing import SMTPTestServer
 
-from .helpers import PASSWORD, USER, cli, send_args, tls_server_context, write_ca
+from .helpers import (
+    PASSWORD,
+    USER,
+    auth_server,
+    cli,
+    send_args,
+    starttls_auth,
+    tls_server_context,
+    write_ca,
+)
 
 
 async def test_plain_send_with_attachment_json_and_transcript(
@@ -79,9 +88,7 @@ async def test_starttls_auth_password_file(tmp_path: Path, anyio_backend: str) -
     ca = write_ca(tmp_path / "ca.pem")
     password_file = tmp_path / "password"
     password_file.write_text(PASSWORD + "\n")
-    async with SMTPTestServer(
-        starttls_context=tls_server_context(), users={USER: PASSWORD}
-    ) as server:
+    async with auth_server() as server:
         run = await cli(
             *send_args(server.port, backend=anyio_backend),
             "--starttls",
@@ -119,16 +126,10 @@ async def test_auth_password_from_environment(
 ) -> None:
     ca = write_ca(tmp_path / "ca.pem")
     extra = [] if variable == "ANYIO_SMTP_PASSWORD" else ["--password-env", variable]
-    async with SMTPTestServer(
-        starttls_context=tls_server_context(), users={USER: PASSWORD}
-    ) as server:
+    async with auth_server() as server:
         run = await cli(
             *send_args(server.port, backend=anyio_backend),
-            "--starttls",
-            "--ca-file",
-            ca,
-            "--auth",
-            USER,
+            *starttls_auth(ca),
             *extra,
             "-v",
             env={variable: PASSWORD},
@@ -148,16 +149,10 @@ async def test_auth_without_a_password_source_is_a_usage_error(anyio_backend: st
 
 async def test_wrong_password_is_refused(tmp_path: Path, anyio_backend: str) -> None:
     ca = write_ca(tmp_path / "ca.pem")
-    async with SMTPTestServer(
-        starttls_context=tls_server_context(), users={USER: PASSWORD}
-    ) as server:
+    async with auth_server() as server:
         run = await cli(
             *send_args(server.port, backend=anyio_backend),
-            "--starttls",
-            "--ca-file",
-            ca,
-            "--auth",
-            USER,
+            *starttls_auth(ca),
             "--json",
             env={"ANYIO_SMTP_PASSWORD": "wrong"},
         )
@@ -296,18 +291,12 @@ async def test_missing_from(anyio_backend: str) -> None:
 @pytest.mark.parametrize("step", ["connect", "greeting", "ehlo", "tls", "auth", "mail", "rcpt"])
 async def test_quit_after(tmp_path: Path, anyio_backend: str, step: str) -> None:
     ca = write_ca(tmp_path / "ca.pem")
-    async with SMTPTestServer(
-        starttls_context=tls_server_context(), users={USER: PASSWORD}
-    ) as server:
+    async with auth_server() as server:
         run = await cli(
             "send",
             "--server",
             f"127.0.0.1:{server.port}",
-            "--starttls",
-            "--ca-file",
-            ca,
-            "--auth",
-            USER,
+            *starttls_auth(ca),
             "--from",
             "probe@example.test",
             "--to",

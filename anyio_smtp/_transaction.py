@@ -200,23 +200,21 @@ def mail_submission(
     """
     addresses, overrides = recipient_list(recipients)
     sender = check_mailbox(sender, role="sender", allow_null=True)
+    smtputf8 = False
     if is_email_message(message):
         # Imported here: the email package is loaded only for email messages.
         from ._message import prepare_message
 
         prepared = prepare_message(message, sender=sender, recipients=list(addresses))
-        return Submission(
-            sender,
-            addresses,
-            Content.of(prepared.data),
-            smtputf8=prepared.smtputf8,
-            options=options,
-            recipient_options=overrides,
-        )
+        content = Content.of(prepared.data)
+        smtputf8 = prepared.smtputf8
+    else:
+        content = Content.of(message, size=size)
     return Submission(
         sender,
         addresses,
-        Content.of(message, size=size),
+        content,
+        smtputf8=smtputf8,
         options=options,
         recipient_options=overrides,
     )
